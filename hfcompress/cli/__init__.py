@@ -1,0 +1,80 @@
+"""The ``hfcompress`` command line.
+
+Each command group lives in its own module of this package and exposes
+``register(subparsers)``; it adds its sub-command(s) with ``set_defaults(func=handler)``
+where ``handler(args) -> int``. Errors derived from :class:`hfcompress.errors.HFCompressError`
+are printed as one line (``error: ...``) with their exit code; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+#: Command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = ("compress", "prune", "quantize", "distill", "evaluate", "hub", "card", "assets")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line plus a hint (exit 2)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(
+        prog="hfcompress",
+        description="Compress Hugging Face models (prune, quantize, distill), evaluate them, "
+        "and push / pull them to and from the Hub.",
+    )
+    parser.add_argument("--version", action="version", version=f"hfcompress {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HFCOMPRESS_DEBUG") == "1"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        if getattr(args, "trust_remote_code", False):
+            print("warning: trust_remote_code is ON: code from the model repo will run", file=sys.stderr)
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        from ..errors import HFCompressError
+        from ..secrets import redact
+
+        if debug:
+            import traceback
+
+            print(redact(traceback.format_exc()), file=sys.stderr)
+        if isinstance(exc, HFCompressError):
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, OSError) and exc.errno == 28:
+            print("error: no space left on device: free disk space or choose another --output", file=sys.stderr)
+            return 1
+        one_line = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"error: unexpected failure: {redact(one_line)} (re-run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

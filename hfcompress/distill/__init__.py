@@ -1,0 +1,5 @@
+"""Distillation and recovery fine-tuning."""
+
+from .base import DistillConfig
+
+__all__ = ["DistillConfig"]

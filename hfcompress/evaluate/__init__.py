@@ -1,0 +1,5 @@
+"""Evaluation: perplexity, task metrics, efficiency."""
+
+from .base import EvaluateConfig
+
+__all__ = ["EvaluateConfig"]

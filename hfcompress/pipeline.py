@@ -1,0 +1,201 @@
+"""Run a recipe: load → stages in order → save atomically with recipe.yaml + hfcompress.json.
+
+::
+
+    import hfcompress
+    from hfcompress.recipes import load_recipe
+
+    result = hfcompress.compress("HuggingFaceTB/SmolLM2-135M-Instruct",
+                                 load_recipe("recipes/wanda-50.yaml"), output="out/smol-wanda")
+    result.report["stages"][0]["summary"]
+
+Each stage calls the ``apply(bundle, config, ctx)`` function registered for its
+method; it changes ``bundle.model`` in place (or replaces it) and returns a summary
+dict recorded in the report.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import StageConfig
+from .errors import HFCompressError, UsageError
+from .io import (
+    RECIPE_NAME,
+    REPORT_NAME,
+    REPORT_SCHEMA_VERSION,
+    atomic_folder,
+    check_output,
+    library_versions,
+    weight_bytes,
+    write_json,
+)
+from .loading import ModelBundle, load
+from .recipes import Recipe, dump_recipe
+from .registry import get_method
+
+
+@dataclass
+class StageContext:
+    """What a stage can see besides the model: where to put scratch files, extra
+    output files (``files``: name -> bytes, written next to the model), earlier
+    stage records and evaluation results, and whether to show progress bars."""
+
+    work_dir: Path | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    progress: bool = True
+    source_bundle: ModelBundle | None = None
+
+
+@dataclass
+class CompressResult:
+    bundle: ModelBundle
+    report: dict[str, Any]
+    output: Path | None = None
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    """Total and non-zero parameter counts (tied weights counted once)."""
+    total = nonzero = 0
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.is_floating_point():
+            nonzero += int((p != 0).sum())
+        else:
+            nonzero += p.numel()
+    return {"parameters": total, "nonzero_parameters": nonzero}
+
+
+def run_stage(bundle: ModelBundle, config: StageConfig, ctx: StageContext | None = None) -> dict[str, Any]:
+    """Apply one stage config to ``bundle``; returns the record stored in the report."""
+    ctx = ctx or StageContext()
+    method = get_method(config.family, config.method)
+    if not isinstance(config, method.config_cls):
+        config = method.config_cls.model_validate(config.model_dump())
+    start = time.perf_counter()
+    summary = method.apply(bundle, config, ctx) or {}
+    record = {
+        "family": config.family,
+        "method": config.method,
+        "params": config.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - start, 3),
+        "summary": summary,
+    }
+    ctx.records.append(record)
+    return record
+
+
+def as_bundle(model: Any, tokenizer: Any = None, task: str | None = None) -> ModelBundle:
+    """Wrap a bare ``PreTrainedModel`` (or pass a bundle through) for the verbs."""
+    if isinstance(model, ModelBundle):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, task=task)
+    from .loading import detect_task
+
+    return ModelBundle(model=model, tokenizer=tokenizer, task=task or detect_task(model.config))
+
+
+def save_bundle(bundle: ModelBundle, folder: Path) -> None:
+    """Write the model (safetensors only) and its tokenizer / processor into ``folder``."""
+    if bundle.saver is not None:
+        bundle.saver(bundle, folder)
+    else:
+        bundle.model.save_pretrained(folder)
+    if bundle.tokenizer is not None:
+        bundle.tokenizer.save_pretrained(folder)
+    for pickle in folder.glob("*.bin"):
+        raise HFCompressError(f"refusing to write pickle file {pickle.name}: only safetensors are written")
+
+
+def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
+                 params_before: dict[str, int] | None, bytes_before: int | None,
+                 output: Path | None) -> dict[str, Any]:
+    after = count_parameters(bundle.model)
+    report: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": bundle.source.to_dict(),
+        "task": bundle.task,
+        "pipeline_tag": bundle.pipeline_tag,
+        "architecture": (getattr(bundle.model.config, "architectures", None) or [type(bundle.model).__name__])[0],
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "stages": ctx.records,
+        "size": {
+            "before": {**(params_before or {}), "weight_bytes": bytes_before},
+            "after": {**after, "weight_bytes": weight_bytes(output) if output else None},
+        },
+        "evaluation": ctx.evaluations,
+        "libraries": library_versions(),
+    }
+    report["total_seconds"] = round(sum(r["seconds"] for r in ctx.records), 3)
+    return report
+
+
+def compress(
+    model: str | os.PathLike | ModelBundle,
+    recipe: Recipe,
+    output: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    load_kwargs: dict[str, Any] | None = None,
+) -> CompressResult:
+    """Run ``recipe`` on ``model`` (repo id, folder or bundle); save to ``output`` if given.
+
+    The output folder is checked before anything is loaded and written atomically:
+    model + tokenizer, ``recipe.yaml`` and ``hfcompress.json``.
+    """
+    if not isinstance(recipe, Recipe):
+        raise UsageError("compress() needs a Recipe: build one with Recipe(stages=[...]) or load_recipe(path)")
+    for stage in recipe.stages:  # fail on unknown methods before loading anything
+        get_method(stage.family, stage.method)
+    if output is not None and isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        check_output(output, source=Path(model), overwrite=overwrite)
+    elif output is not None:
+        check_output(output, overwrite=overwrite)
+    bundle = model if isinstance(model, ModelBundle) else load(model, **(load_kwargs or {}))
+    if output is not None and bundle.path is not None:
+        check_output(output, source=bundle.path, overwrite=overwrite)
+
+    params_before = count_parameters(bundle.model)
+    bytes_before = weight_bytes(bundle.path) if bundle.path is not None else None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hfcompress-work-") as work:
+        ctx = StageContext(work_dir=Path(work), progress=progress)
+        for stage in recipe.stages:
+            run_stage(bundle, stage, ctx)
+        if output is None:
+            report = build_report(bundle, recipe, ctx, params_before, bytes_before, None)
+            return CompressResult(bundle=bundle, report=report)
+        with atomic_folder(output, overwrite=overwrite) as tmp:
+            save_bundle(bundle, tmp)
+            for name, data in ctx.files.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(data)
+            (tmp / RECIPE_NAME).write_text(dump_recipe(recipe))
+            report = build_report(bundle, recipe, ctx, params_before, bytes_before, tmp)
+            write_json(tmp / REPORT_NAME, report)
+            _write_card_if_available(tmp)
+    return CompressResult(bundle=bundle, report=report, output=Path(output).resolve())
+
+
+def _write_card_if_available(folder: Path) -> None:
+    """Render README.md (model card) when the cards package provides ``write_card``."""
+    try:
+        from .cards import write_card
+    except ImportError:
+        return
+    write_card(folder)
