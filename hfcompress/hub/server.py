@@ -36,7 +36,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -215,9 +214,12 @@ class Store:
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise SystemExit(f"error: another hub server is using {self.root}: stop it or choose another --data")
+            raise SystemExit(f"error: another hub server is using {self.root}: stop it or choose another --data") from None
         for leftover in list((self.root / "tmp").iterdir()) + list((self.root / "trash").iterdir()):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -609,6 +611,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _send_error(self, err: HubHTTPError) -> None:
+        # Read (a bounded amount of) an unread body so that the client sees the answer, not a reset.
+        with contextlib.suppress(Exception):
+            left = 512 * CHUNK
+            while left > 0 and (chunk := self.body.read()):
+                left -= len(chunk)
         headers = {"X-Error-Message": err.message.encode("ascii", "replace").decode()[:500]}
         if err.code:
             headers["X-Error-Code"] = err.code
@@ -627,7 +634,8 @@ class Handler(BaseHTTPRequestHandler):
 
     @property
     def base(self) -> str:
-        return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        host, port = self.server.server_address[:2]
+        return f"http://{self.headers.get('Host') or f'{host}:{port}'}"
 
     def _authenticate(self) -> None:
         auth = self.headers.get("Authorization", "")
@@ -653,7 +661,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _repo(self, repo_type: str, repo_id: str, write: bool = False) -> dict:
         """The repo's metadata, after the visibility / permission checks the Hub does."""
-        repo_type = repo_type.rstrip("s") if repo_type.endswith("s") else repo_type
         meta = self.server.store.repo_meta(repo_type, repo_id) if self._valid_id(repo_id) else None
         ns = repo_id.split("/")[0]
         visible = meta is not None and (not meta["private"] or (self.user is not None and self.user.can_write(ns)))

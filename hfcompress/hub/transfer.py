@@ -1,0 +1,212 @@
+"""Push a model folder to the Hub in one commit; pull a model back (and load it).
+
+Both use the real ``huggingface_hub`` client (its own retry / back-off machinery for
+transient errors), honour ``HF_ENDPOINT`` / ``HF_TOKEN`` and never print the token. Usage::
+
+    from hfcompress.hub.transfer import push, pull
+    url = push("out/smollm2-int8", "me/smollm2-int8", private=True)
+    model, path = pull("me/smollm2-int8", output="models/smollm2-int8")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import HubError, UsageError
+from ..secrets import register_secret
+
+T = TypeVar("T")
+WEIGHT_PATTERNS = ("*.safetensors", "adapter_model.safetensors", "adapter_model.bin", "*.gguf")
+IGNORE_PATTERNS = [".*", "**/.*", "*.lock", "__pycache__/*", "**/__pycache__/*"]
+RETRIES = 4
+
+
+def _token(token: str | None) -> str | None:
+    if token:
+        register_secret(token)
+        return token
+    from huggingface_hub import get_token
+
+    found = get_token()
+    register_secret(found)
+    return found
+
+
+def _endpoint(endpoint: str | None) -> str | None:
+    """An explicit endpoint, else ``$HF_ENDPOINT`` read now (huggingface_hub reads it at import)."""
+    ep = endpoint or os.environ.get("HF_ENDPOINT")
+    return ep.rstrip("/") if ep else None
+
+
+def load_model(folder: str | Path) -> Any:
+    """``hfcompress.load(folder)`` when available, else the class named in config.json's architectures."""
+    import hfcompress
+
+    loader = getattr(hfcompress, "load", None)
+    if loader is None:
+        try:
+            from ..loading import load as loader  # the loading work's API (hfcompress.load)
+        except ImportError:
+            loader = None
+    if loader is not None:
+        return loader(str(folder))
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    return (cls or transformers.AutoModel).from_pretrained(folder)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("(Request ID")]
+    return " ".join(lines[:2])
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is not None and (status >= 500 or status == 429)
+    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in (
+        "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ReadTimeout", "ConnectTimeout")
+
+
+def _with_retries(fn: Callable[[], T], what: str) -> T:
+    """Run ``fn`` with bounded retries and exponential back-off on transient errors.
+
+    ``huggingface_hub`` already retries most idempotent requests (``http_backoff``); this
+    covers the steps it does not (the commit POST, whole-file downloads). A commit is
+    atomic on the server, so retrying it after a failure cannot leave a half-pushed repo.
+    """
+    delay = 1.0
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if attempt == RETRIES or not _is_transient(exc):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
+
+
+def _translate(exc: Exception, repo_id: str, revision: str | None) -> HubError:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, RevisionNotFoundError):
+        return HubError(f"revision {revision!r} not found in {repo_id}: check --revision (a branch, tag or commit)")
+    if isinstance(exc, RepositoryNotFoundError):
+        return HubError(f"repository {repo_id} not found (or it is private and the token cannot read it): "
+                        "check the repo id and HF_TOKEN / --token")
+    if isinstance(exc, EntryNotFoundError):
+        return HubError(f"file not found in {repo_id}: {_first_line(exc)}")
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        if status in (401, 403):
+            return HubError(f"not allowed on {repo_id} (HTTP {status}): the token cannot write there; "
+                            "check HF_TOKEN / --token and the namespace")
+        return HubError(f"Hub request for {repo_id} failed (HTTP {status}): {_first_line(exc)}")
+    return HubError(f"Hub request for {repo_id} failed: {_first_line(exc)}")
+
+
+def check_model_folder(folder: str | Path) -> Path:
+    """Raise :class:`UsageError` unless ``folder`` holds config.json (or adapter_config.json) + weights."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"model folder {str(folder)!r} does not exist: pass the output folder of `hfcompress compress`")
+    has_config = (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+    has_weights = any(next(path.glob(p), None) for p in WEIGHT_PATTERNS)
+    if not has_config or not has_weights:
+        missing = "config.json" if not has_config else "weights (*.safetensors or adapter files)"
+        raise UsageError(f"{folder} is not a model folder: no {missing} found")
+    return path
+
+
+def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, token: str | None = None, endpoint: str | None = None) -> str:
+    """Upload the model ``folder`` to ``repo_id`` in ONE commit; return the commit URL.
+
+    Refuses, before uploading anything, a missing token, a missing folder or a folder that
+    is not a model. ``revision`` names a branch, created from main if new. Example::
+
+        push("out/tiny-int8", "alice/tiny-int8", private=True, revision="int8")
+    """
+    path = check_model_folder(folder)
+    if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UsageError(f"repo id {repo_id!r} must look like namespace/name")
+    tok = _token(token)
+    if not tok:
+        raise HubError("no Hub token: set HF_TOKEN, pass --token, or run `hf auth login`")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=_endpoint(endpoint), token=tok, library_name="hfcompress")
+    try:
+        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), "create repo")
+        if revision and revision != "main":
+            _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch")
+        info = _with_retries(lambda: api.upload_folder(
+            folder_path=str(path), repo_id=repo_id, revision=revision,
+            commit_message=commit_message or f"Upload {path.name} with hfcompress",
+            ignore_patterns=IGNORE_PATTERNS), "commit")
+    except HfHubHTTPError as exc:
+        raise _translate(exc, repo_id, revision) from exc
+    except (OSError, ValueError) as exc:
+        raise HubError(f"push to {repo_id} failed: {_first_line(exc)}") from exc
+    return str(info.commit_url if hasattr(info, "commit_url") else info)
+
+
+def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None = None,
+         token: str | None = None, load: bool = True, endpoint: str | None = None) -> tuple[Any, Path]:
+    """Download ``repo_id`` (snapshot) and, if ``load``, load it; returns ``(model or None, folder)``.
+
+    With ``output`` the files land there atomically (temp sibling + rename; an existing
+    non-empty ``output`` is refused). Example::
+
+        model, folder = pull("HuggingFaceTB/SmolLM2-135M-Instruct", output="smollm2")
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    tok = _token(token)
+    out = Path(output) if output else None
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output folder {out} exists and is not empty: choose another --output or remove it")
+    tmp: Path | None = None
+    try:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        folder = Path(_with_retries(lambda: snapshot_download(
+            repo_id, revision=revision, token=tok or False, endpoint=_endpoint(endpoint),
+            local_dir=str(tmp) if tmp else None), "download"))
+        if out is not None and tmp is not None:
+            shutil.rmtree(tmp / ".cache", ignore_errors=True)
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+            folder, tmp = out, None
+    except HfHubHTTPError as exc:
+        raise _translate(exc, repo_id, revision) from exc
+    except (OSError, ValueError) as exc:
+        if type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+            raise HubError(f"cannot reach the Hub for {repo_id}: {_first_line(exc)}") from exc
+        raise HubError(f"pull of {repo_id} failed: {_first_line(exc)}") from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return (load_model(folder) if load else None), folder
