@@ -188,14 +188,12 @@ def compress(
             (tmp / RECIPE_NAME).write_text(dump_recipe(recipe))
             report = build_report(bundle, recipe, ctx, params_before, bytes_before, tmp)
             write_json(tmp / REPORT_NAME, report)
-            _write_card_if_available(tmp)
+            _write_card_if_available(tmp, Path(output).name)
     return CompressResult(bundle=bundle, report=report, output=Path(output).resolve())
 
 
-def _write_card_if_available(folder: Path) -> None:
-    """Render README.md (model card) when the cards package provides ``write_card``."""
-    try:
-        from .cards import write_card
-    except ImportError:
-        return
-    write_card(folder)
+def _write_card_if_available(folder: Path, name: str) -> None:
+    """Render README.md (the model card) from the report just written."""
+    from .cards import write_card
+
+    write_card(folder, name=name)

@@ -1,16 +1,117 @@
-"""Base of the prune family."""
+"""Base of the prune family: the options every pruning method shares.
+
+A pruning method is one file in this package with a config class (a subclass of
+:class:`PruneConfig`) and an ``apply(bundle, config, ctx)`` registered with
+``register_method("prune", name, Config, apply)``::
+
+    from hfcompress.prune import WandaConfig, prune
+    prune(model, WandaConfig(sparsity=0.5, pattern="2:4"), tokenizer=tok)
+
+Shared options (all validated when the config is built, before any work):
+
+* ``sparsity``: fraction of weights set to zero in each targeted matrix, in [0, 1). With
+  ``structured`` it is the fraction of FFN channels / attention heads (KV groups) / layers removed.
+* ``pattern``: semi-structured ``"N:M"`` (N non-zeros kept in every M consecutive inputs,
+  e.g. ``"2:4"``); the sparsity is then (M - N) / M.
+* ``targets`` / ``exclude``: glob patterns over module names (default: every ``nn.Linear``
+  inside the transformer blocks; embeddings and the LM head are never targeted by default).
+* ``overrides``: ``{glob: sparsity}``, per-layer sparsity (first matching glob wins).
+* ``sparse_format``: save the pruned model in the compressed bitmask format
+  (see ``docs/PRUNING.md``); the dense format is the default.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from ..config import StageConfig
 
+_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_pattern(pattern: str) -> tuple[int, int]:
+    """``"2:4"`` -> (2, 4): N non-zeros kept in every group of M. Raises ValueError with the fix."""
+    m = _PATTERN.match(pattern)
+    if not m:
+        raise ValueError(f"pattern {pattern!r} is not N:M: write it like 2:4 or 4:8")
+    n, mm = int(m.group(1)), int(m.group(2))
+    if mm < 2 or n < 1:
+        raise ValueError(f"pattern {pattern}: need M >= 2 and N >= 1, e.g. 2:4")
+    if n >= mm:
+        raise ValueError(f"pattern {pattern}: N must be smaller than M (N non-zeros kept out of M), e.g. 2:4")
+    return n, mm
+
 
 class PruneConfig(StageConfig):
-    """Base of every pruning method config."""
+    """Base of every pruning method config (the shared options)."""
 
     family: ClassVar[str] = "prune"
+    #: methods that accept ``pattern`` / ``structured`` (set by subclasses)
+    supports_pattern: ClassVar[bool] = False
+    supports_structured: ClassVar[bool] = False
+
+    sparsity: float | None = Field(0.5, ge=0.0, lt=1.0,
+                                   description="fraction of zeros (or of removed units with `structured`)")
+    pattern: str | None = Field(None, description="semi-structured N:M, e.g. 2:4")
+    structured: Literal["ffn", "heads", "layers"] | None = None
+    targets: list[str] | None = Field(None, description="glob patterns of module names to prune")
+    exclude: list[str] = Field(default_factory=list)
+    overrides: dict[str, float] = Field(default_factory=dict, description="glob -> sparsity")
+    sparse_format: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        n, m = parse_pattern(v)
+        return f"{n}:{m}"
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_overrides(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, s in v.items():
+            if not (0.0 <= float(s) < 1.0):
+                raise ValueError(f"overrides[{key!r}] = {s}: sparsity must be in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> PruneConfig:
+        if self.pattern is not None:
+            if not self.supports_pattern:
+                raise ValueError(f"method {self.method!r} does not support N:M patterns: "
+                                 "use magnitude, wanda or sparsegpt")
+            if self.structured is not None:
+                raise ValueError("pattern and structured cannot be combined: choose one")
+            if self.overrides:
+                raise ValueError("overrides cannot be combined with an N:M pattern")
+            n, m = parse_pattern(self.pattern)
+            want = (m - n) / m
+            if "sparsity" in self.model_fields_set and self.sparsity is not None \
+                    and abs(self.sparsity - want) > 1e-6:
+                raise ValueError(f"sparsity {self.sparsity} does not match pattern {self.pattern} "
+                                 f"(which means sparsity {want:g}): drop the sparsity or make them agree")
+        if self.structured is not None:
+            if not self.supports_structured:
+                raise ValueError(f"method {self.method!r} has no structured mode: use magnitude, wanda "
+                                 "(activations) or taylor")
+            if self.sparse_format:
+                raise ValueError("sparse_format applies to unstructured / N:M sparsity; a structured prune "
+                                 "already writes a smaller dense model")
+        return self
+
+    # -- helpers used by the methods ------------------------------------------------------
+    def nm(self) -> tuple[int, int] | None:
+        return parse_pattern(self.pattern) if self.pattern else None
+
+    def effective_sparsity(self) -> float:
+        nm = self.nm()
+        if nm is not None:
+            return (nm[1] - nm[0]) / nm[1]
+        return float(self.sparsity or 0.0)
 
 
 def prune(model: Any, config: PruneConfig, *, tokenizer: Any = None) -> Any:

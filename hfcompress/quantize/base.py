@@ -1,23 +1,350 @@
-"""Base of the quantize family."""
+"""Base of the quantize family: the config base class, ``quantize()``, and shared helpers.
+
+Every quantization method is a config class (``kind`` says whether its grid is
+``uniform`` — affine / absmax integers — or ``non-uniform`` — a codebook such as NF4)
+plus an ``apply`` registered with :func:`hfcompress.registry.register_method`::
+
+    from hfcompress.quantize import quantize, BnbNF4Config
+    model = quantize(model, BnbNF4Config(double_quant=True))
+    model.save_pretrained("out")      # reload: AutoModelFor...from_pretrained("out")
+
+Helpers here are shared by the backends: refusing already-quantized models, picking
+the Linear modules to convert (and the ones kept in full precision), scratch folders,
+size accounting (bytes on disk / in memory, bits per weight) and sparsity counting on
+dequantized weights.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from ..config import StageConfig
+from ..errors import UsageError
+
+#: dtype names accepted for ``compute_dtype``.
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 class QuantizeConfig(StageConfig):
-    """Base of every quantization method config."""
+    """Base of every quantization method config.
+
+    ``kind`` is ``"uniform"`` (affine / absmax integer grid) or ``"non-uniform"``
+    (a codebook: NF4's normal quantiles, FP4's float grid). ``skip_modules`` lists
+    module names (or fnmatch patterns, e.g. ``"*.mlp.down_proj"``) kept in full
+    precision, on top of each backend's defaults (tied output embeddings / heads).
+    """
 
     family: ClassVar[str] = "quantize"
+    kind: ClassVar[str] = "uniform"
+    bits: ClassVar[float | None] = None
+
+    skip_modules: list[str] = Field(default_factory=list)
 
 
 def quantize(model: Any, config: QuantizeConfig, *, tokenizer: Any = None) -> Any:
-    """Quantize ``model`` (PreTrainedModel, :class:`ModelBundle` or repo id); returns the quantized model."""
+    """Quantize ``model`` (PreTrainedModel, :class:`ModelBundle` or repo id); returns the quantized model.
+
+    A bare model gives back a (new) quantized model; a bundle or repo id gives back the bundle.
+    Calibrated methods need the tokenizer (pass ``tokenizer=`` with a bare model).
+    """
     from ..loading import ModelBundle
     from ..pipeline import as_bundle, run_stage
 
     bundle = as_bundle(model, tokenizer)
     run_stage(bundle, config)
     return bundle if isinstance(model, ModelBundle) or isinstance(model, str) else bundle.model
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+
+def quantization_state(model: Any) -> str | None:
+    """A short name of how ``model`` is already quantized, or None for a full-precision model."""
+    qc = getattr(model.config, "quantization_config", None)
+    if getattr(model, "hf_quantizer", None) is not None or qc is not None:
+        method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+        method = getattr(method, "value", method)
+        # A GGUF-dequantized or sparse-format model is full precision in memory.
+        if method not in (None, "gguf") and not str(method).startswith("hfcompress-sparse"):
+            return str(method)
+    for module in model.modules():
+        name = type(module).__name__
+        if name in ("Linear4bit", "Linear8bitLt", "QLinear", "QuantLinear") or hasattr(module, "weight_qtype"):
+            return name
+    return None
+
+
+def check_not_quantized(model: Any) -> None:
+    state = quantization_state(model)
+    if state is not None:
+        raise UsageError(f"the model is already quantized ({state}): quantize the full-precision model "
+                         "instead (quantizing twice compounds the error and is not supported)")
+
+
+def model_dtype(model: Any) -> Any:
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def torch_dtype(name: str | None) -> Any:
+    import torch
+
+    return None if name is None else getattr(torch, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Module selection
+# ---------------------------------------------------------------------------------------------
+
+def default_skip_modules(model: Any) -> list[str]:
+    """Modules transformers keeps in full precision by default: tied / output embeddings, the last layer."""
+    try:
+        from transformers.quantizers.base import get_keys_to_not_convert
+
+        keys = get_keys_to_not_convert(model)
+    except Exception:  # noqa: BLE001 - models without the helper's attributes
+        keys = []
+    out = set()
+    for k in keys:
+        for suffix in (".weight", ".bias"):
+            k = k.removesuffix(suffix)
+        out.add(k)
+    return sorted(out)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    for p in patterns:
+        if name == p or fnmatch.fnmatchcase(name, p) or name.endswith("." + p) or name.startswith(p + "."):
+            return True
+    return False
+
+
+def linear_modules(model: Any) -> dict[str, Any]:
+    import torch
+
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def select_linears(model: Any, skip: list[str], *, use_defaults: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """(Linear modules to quantize by name, names of the Linear modules kept in full precision)."""
+    patterns = list(skip) + (default_skip_modules(model) if use_defaults else [])
+    chosen, kept = {}, []
+    for name, module in linear_modules(model).items():
+        (kept.append(name) if _matches(name, patterns) else chosen.__setitem__(name, module))
+    unknown = [p for p in skip if not any(_matches(n, [p]) for n, _ in model.named_modules())]
+    if unknown:
+        raise UsageError(f"--skip-modules names no module of this model: {', '.join(unknown)} "
+                         "(give module names such as lm_head or patterns such as '*.down_proj')")
+    if not chosen:
+        raise UsageError("no Linear module left to quantize: check --skip-modules")
+    return chosen, kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Scratch space
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def scratch_dir(ctx: Any, name: str) -> Iterator[Path]:
+    """A scratch folder under ``ctx.work_dir`` (or a temporary folder), removed afterwards."""
+    import shutil
+
+    base = getattr(ctx, "work_dir", None)
+    if base is None:
+        with tempfile.TemporaryDirectory(prefix=f"hfcompress-{name}-") as tmp:
+            yield Path(tmp)
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_plain(model: Any, folder: Path) -> None:
+    """``save_pretrained`` of a full-precision (possibly pruned) model, for a reload with a quantizer."""
+    hf_quantizer = getattr(model, "hf_quantizer", None)
+    qc = getattr(model.config, "quantization_config", None)
+    if hf_quantizer is not None or qc is not None:  # e.g. GGUF-dequantized: full precision in memory
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if hf_quantizer is not None:
+            model.hf_quantizer = hf_quantizer
+        if qc is not None:
+            model.config.quantization_config = qc
+
+
+# ---------------------------------------------------------------------------------------------
+# Size accounting
+# ---------------------------------------------------------------------------------------------
+
+def _tensor_bytes(t: Any) -> int:
+    inner = getattr(t, "__tensor_flatten__", None)
+    if inner is not None and type(t).__name__ != "Tensor" and not type(t).__name__ == "Parameter":
+        try:
+            names, _ = t.__tensor_flatten__()
+            return sum(_tensor_bytes(getattr(t, n)) for n in names)
+        except Exception:  # noqa: BLE001
+            pass
+    n = t.numel() * t.element_size()
+    qs = getattr(t, "quant_state", None)  # bnb Params4bit
+    if qs is not None:
+        for attr in ("absmax", "code"):
+            v = getattr(qs, attr, None)
+            if v is not None:
+                n += v.numel() * v.element_size()
+        nested = getattr(qs, "state2", None)
+        if nested is not None:
+            for attr in ("absmax", "code"):
+                v = getattr(nested, attr, None)
+                if v is not None:
+                    n += v.numel() * v.element_size()
+    scb = getattr(t, "SCB", None)  # bnb Int8Params
+    if scb is not None:
+        n += scb.numel() * scb.element_size()
+    return n
+
+
+def memory_bytes(model: Any) -> int:
+    """Bytes of the model's parameters and buffers in memory (tied tensors once, packed sizes for quantized)."""
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += _tensor_bytes(t)
+    return total
+
+
+def safetensors_sizes(folder: Path) -> dict[str, int]:
+    """name -> bytes of every tensor in the folder's safetensors files (read from the headers)."""
+    import struct
+
+    out: dict[str, int] = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            a, b = v["data_offsets"]
+            out[k] = b - a
+    return out
+
+
+def size_summary(model: Any, folder: Path | None, quantized: dict[str, tuple[int, int]],
+                 kept: list[str], *, fp_bytes_per_param: int = 4) -> dict[str, Any]:
+    """Size figures for the stage summary.
+
+    ``quantized``: module name -> (number of weights, in_features) of each quantized Linear.
+    With ``folder`` (a save of the quantized model) the on-disk bytes of each quantized
+    weight (data + scales / absmax / codebook, everything under ``<module>.weight*``/``SCB``)
+    give the quantized-Linear bits per weight; the whole-model figure is all weight bytes
+    over all parameters.
+    """
+    from ..pipeline import count_parameters
+
+    n_params = count_parameters(model)["parameters"]
+    q_weights = sum(n for n, _ in quantized.values())
+    summary: dict[str, Any] = {
+        "memory_bytes": memory_bytes(model),
+        "quantized_modules": len(quantized),
+        "quantized_weights": q_weights,
+        "unquantized_linear_modules": sorted(kept),
+        "unquantized_other": "embeddings, norms and biases stay in full precision",
+    }
+    if folder is not None:
+        sizes = safetensors_sizes(folder)
+        disk = sum(sizes.values())
+        q_bytes = 0
+        for key, nbytes in sizes.items():
+            parts = key.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                prefix = ".".join(parts[:i])
+                if prefix in quantized:
+                    leaf = ".".join(parts[i:])
+                    if leaf.startswith("weight") or leaf == "SCB":
+                        q_bytes += nbytes
+                    break
+        summary.update({
+            "disk_bytes": disk,
+            "quantized_linear_bytes": q_bytes,
+            "quantized_linear_fp32_bytes": q_weights * 4,
+            "quantized_linear_ratio_vs_fp32": round(q_bytes / max(1, q_weights * 4), 4),
+            "bits_per_weight_quantized_linears": round(8 * q_bytes / max(1, q_weights), 3),
+            "bits_per_weight_model": round(8 * disk / max(1, n_params), 3),
+        })
+    return summary
+
+
+def quantized_linear_shapes(model: Any, names: list[str]) -> dict[str, tuple[int, int]]:
+    out = {}
+    for n in names:
+        m = model.get_submodule(n)
+        out[n] = (int(m.out_features) * int(m.in_features), int(m.in_features))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Dequantization (for sparsity checks and tests)
+# ---------------------------------------------------------------------------------------------
+
+def dequantized_weight(module: Any) -> Any:
+    """The float weight a quantized Linear computes with (bnb 4/8-bit, quanto, or plain)."""
+    import torch
+
+    w = module.weight
+    name = type(w).__name__
+    if name == "Params4bit":
+        import bitsandbytes.functional as F
+
+        return F.dequantize_4bit(w.data, w.quant_state).float()
+    if name == "Int8Params":
+        scb = getattr(w, "SCB", None) if getattr(w, "SCB", None) is not None else getattr(module.state, "SCB", None)
+        if w.dtype == torch.int8 and scb is not None:
+            return w.data.float() * scb.float().unsqueeze(1) / 127.0
+        return w.data.float()
+    if hasattr(w, "dequantize") and type(w).__name__ not in ("Parameter", "Tensor"):
+        return w.dequantize().float()
+    data = getattr(w, "data", w)
+    if hasattr(data, "dequantize") and type(data).__name__ != "Tensor":
+        return data.dequantize().float()
+    return w.detach().float()
+
+
+def sparsity_of(model: Any, names: list[str]) -> float:
+    """Fraction of exact zeros in the dequantized weights of the named Linear modules."""
+    zeros = total = 0
+    for n in names:
+        w = dequantized_weight(model.get_submodule(n))
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / max(1, total)
+
+
+def input_sparsity(model: Any, names: list[str]) -> float:
+    zeros = total = 0
+    for n in names:
+        w = model.get_submodule(n).weight
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / max(1, total)

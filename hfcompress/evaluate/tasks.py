@@ -1,0 +1,271 @@
+"""Task metrics through the ``evaluate`` library: accuracy / F1 / any metric module for
+sequence classification on a Hub dataset (text and label columns selectable).
+
+The dataset is checked before any model work: columns exist, the split is not empty,
+every row is labelled (no ``-1`` / missing labels), and its label names match the
+model's ``config.id2label`` (see :func:`bind_labels`). Metrics are the ``evaluate``
+modules shipped in :mod:`hfcompress.metrics` (loaded by path, offline) unless
+``hub_metrics`` asks for the Hub's module::
+
+    from hfcompress.evaluate import AccuracyConfig, evaluate
+    report = evaluate(bundle, [AccuracyConfig(dataset="fixtures/movie-review-snippets",
+                                              text_column="sentence")])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import UnsupportedError, UsageError
+from .base import DatasetEvalConfig, make_result
+
+_DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
+
+
+class ClassificationEvalConfig(DatasetEvalConfig):
+    """Shared fields of the classification metrics."""
+
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_samples: int | None = Field(None, ge=1, description="evaluate the first N rows only")
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_length: int = Field(512, ge=8, le=131_072, description="tokens per example (truncation)")
+    hub_metrics: bool = Field(False, description="load the metric module from the Hub instead of the "
+                                                 "copy shipped with hfcompress")
+
+
+class AccuracyConfig(ClassificationEvalConfig):
+    """Accuracy of a sequence classifier on a labelled dataset split."""
+
+    method: Literal["accuracy"] = "accuracy"
+
+
+class F1Config(ClassificationEvalConfig):
+    """F1 of a sequence classifier (binary for 2 labels, else macro unless ``average`` says)."""
+
+    method: Literal["f1"] = "f1"
+    average: Literal["binary", "micro", "macro", "weighted"] | None = None
+    pos_label: int = 1
+
+
+class MetricConfig(ClassificationEvalConfig):
+    """Any ``evaluate`` metric module on classification predictions (generic hook).
+
+    ``metric`` is a shipped name (see :func:`hfcompress.metrics.local_metrics`), a path
+    to a local module folder / script, or (with ``hub_metrics: true``) a Hub metric id.
+    ``compute_kwargs`` are passed to ``compute``; every numeric key of its output is a result.
+    """
+
+    method: Literal["metric"] = "metric"
+    metric: str
+    compute_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ metric modules
+def load_metric(name: str, *, hub: bool = False) -> Any:
+    """An ``evaluate`` module: the shipped copy, a local path, or the Hub's (only with ``hub``)."""
+    import evaluate as hf_evaluate
+
+    from ..metrics import local_metric_path, local_metrics
+
+    path = None if hub else local_metric_path(name)
+    if path is None and os.path.exists(name):
+        path = name
+    if path is not None:
+        return hf_evaluate.load(str(path))
+    if not hub:
+        raise UsageError(f"metric {name!r} is not shipped with hfcompress (shipped: {', '.join(local_metrics())}): "
+                         "pass --hub-metrics (hub_metrics=True) to fetch it from the Hub, or give the path "
+                         "of a local evaluate module")
+    try:
+        return hf_evaluate.load(name)
+    except Exception as exc:  # noqa: BLE001 - network / missing module: one line
+        raise UsageError(f"cannot load metric {name!r} from the Hub: {' '.join(str(exc).split())[:200]}") from None
+
+
+# ------------------------------------------------------------------ dataset checks
+@dataclass
+class ClassificationData:
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[Any]
+    label_names: list[str] | None  # dataset class names (ClassLabel or string labels)
+    metric: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_classification(cfg: ClassificationEvalConfig) -> ClassificationData:
+    """Load and check the split (columns, emptiness, labels) and the metric; no model needed."""
+    from ..data import load_split
+
+    where = f"dataset {cfg.dataset} ({cfg.split})"
+    ds = load_split(cfg.dataset, cfg.config, cfg.split, cfg.revision)
+    cols = ds.column_names
+    for role, col in (("text", cfg.text_column), ("text pair", cfg.text_pair_column)):
+        if col is not None and col not in cols:
+            flag = "--text-column" if role == "text" else "text_pair_column"
+            raise UsageError(f"{where} has no {role} column {col!r}: available columns are "
+                             f"{', '.join(cols)} (pass {flag})")
+    if cfg.label_column not in cols:
+        raise UsageError(f"{where} has no label column {cfg.label_column!r}, and {cfg.method} needs labels: "
+                         f"pass --label-column (columns: {', '.join(cols)}) or use a labelled split")
+    if len(ds) == 0:
+        raise UsageError(f"{where} is empty: choose another --split")
+    if cfg.max_samples is not None:
+        ds = ds.select(range(min(cfg.max_samples, len(ds))))
+    feature = ds.features[cfg.label_column]
+    names = list(feature.names) if hasattr(feature, "names") else None
+    labels = list(ds[cfg.label_column])
+    unlabelled = sum(1 for x in labels if x is None or (isinstance(x, (int, float)) and x < 0))
+    if unlabelled:
+        what = "is unlabelled" if unlabelled == len(labels) else f"has {unlabelled} unlabelled rows"
+        raise UsageError(f"{where} {what} (label -1 or missing in column {cfg.label_column!r}), and "
+                         f"{cfg.method} needs labels: use a labelled split such as validation")
+    if all(isinstance(x, str) for x in labels):
+        names = sorted(set(labels))
+    elif not all(isinstance(x, (int, bool)) or (isinstance(x, float) and x.is_integer()) for x in labels):
+        raise UsageError(f"{where}: column {cfg.label_column!r} does not hold class labels (integers or "
+                         "strings): pass the right --label-column")
+    else:
+        labels = [int(x) for x in labels]
+    texts = ds[cfg.text_column]
+    bad = sum(1 for t in texts if not isinstance(t, str))
+    if bad:
+        raise UsageError(f"{where}: {bad} rows of column {cfg.text_column!r} are not text: pass --text-column")
+    pairs = ds[cfg.text_pair_column] if cfg.text_pair_column else None
+    data = ClassificationData(texts=list(texts), pairs=pairs, labels=labels, label_names=names)
+    if isinstance(cfg, AccuracyConfig):
+        data.metric = load_metric("accuracy", hub=cfg.hub_metrics)
+    elif isinstance(cfg, F1Config):
+        data.metric = load_metric("f1", hub=cfg.hub_metrics)
+    elif isinstance(cfg, MetricConfig):
+        data.metric = load_metric(cfg.metric, hub=cfg.hub_metrics)
+    return data
+
+
+def bind_labels(cfg: ClassificationEvalConfig, data: ClassificationData, model_config: Any,
+                task: str) -> list[int]:
+    """Dataset labels as the model's class ids; a one-line error when they do not match.
+
+    * Dataset label *names* (``ClassLabel`` or string labels) and a model with real label
+      names (not ``LABEL_0``...): the names must match (case-insensitive).
+    * Model without label names: dataset class ``i`` is model class ``i``; it must exist.
+    * Plain integer labels: class ``i`` is model class ``i`` (names cannot be checked: noted).
+    """
+    if task != "sequence-classification":
+        raise UnsupportedError(f"{cfg.method} evaluates sequence-classification models; this model is "
+                               f"{task!r}: use --metric perplexity for causal LMs")
+    id2label = {int(k): str(v) for k, v in (getattr(model_config, "id2label", None) or {}).items()}
+    num_labels = len(id2label) or int(getattr(model_config, "num_labels", 0) or 0)
+    model_names = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
+    named_model = any(not _DEFAULT_LABEL.match(n) for n in model_names)
+    where = f"dataset {cfg.dataset} ({cfg.split})"
+    if data.label_names is not None and named_model:
+        lookup = {n.lower(): i for i, n in enumerate(model_names)}
+        missing = [n for n in data.label_names if str(n).lower() not in lookup]
+        if missing:
+            raise UsageError(f"{where} labels {data.label_names} do not match the model's labels {model_names}: "
+                             "use a model fine-tuned on this label set (or a dataset with these labels)")
+        if all(isinstance(x, str) for x in data.labels):
+            return [lookup[x.lower()] for x in data.labels]
+        return [lookup[str(data.label_names[x]).lower()] for x in data.labels]
+    if all(isinstance(x, str) for x in data.labels):
+        raise UsageError(f"{where} has string labels {data.label_names} but the model has no label names "
+                         f"({', '.join(model_names)}): give a model whose config.id2label names these labels")
+    top = max(data.labels)
+    n_classes = len(data.label_names) if data.label_names is not None else top + 1
+    if n_classes > num_labels or top >= num_labels:
+        raise UsageError(f"{where} has {n_classes} classes (labels up to {top}) but the model has "
+                         f"{num_labels} labels {model_names}: use a model with a matching classification head")
+    if data.label_names is None:
+        data.notes["label_names"] = "dataset labels are plain integers: class i is the model's class i"
+    return list(data.labels)
+
+
+# ------------------------------------------------------------------ prediction
+def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: ClassificationData,
+                    progress: bool = False) -> list[int]:
+    """Argmax class ids of the model over the dataset texts (batched, truncated)."""
+    import torch
+
+    tok = bundle.tokenizer
+    if tok is None:
+        raise UsageError("classification metrics need the model's tokenizer, and this model has none")
+    model = bundle.model
+    device = next(model.parameters()).device
+    preds: list[int] = []
+    steps = range(0, len(data.texts), cfg.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=cfg.method, unit="batch")
+    with torch.inference_mode():
+        for i in steps:
+            texts = data.texts[i: i + cfg.batch_size]
+            pairs = data.pairs[i: i + cfg.batch_size] if data.pairs is not None else None
+            enc = tok(texts, pairs, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            logits = model(**enc).logits
+            preds.extend(int(x) for x in logits.argmax(-1).tolist())
+    return preds
+
+
+def measure_classification(bundle: Any, cfg: ClassificationEvalConfig, data: ClassificationData, *,
+                           model_label: str, progress: bool = False) -> list[dict[str, Any]]:
+    start = time.perf_counter()
+    references = bind_labels(cfg, data, bundle.model.config, bundle.task)
+    predictions = predict_classes(bundle, cfg, data, progress)
+    kwargs: dict[str, Any] = {}
+    if isinstance(cfg, F1Config):
+        num_labels = int(getattr(bundle.model.config, "num_labels", 2))
+        kwargs["average"] = cfg.average or ("binary" if num_labels == 2 else "macro")
+        if kwargs["average"] == "binary":
+            kwargs["pos_label"] = cfg.pos_label
+    elif isinstance(cfg, MetricConfig):
+        kwargs.update(cfg.compute_kwargs)
+    try:
+        scores = data.metric.compute(predictions=predictions, references=references, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"metric {cfg.method}: {' '.join(str(exc).split())[:200]}") from None
+    seconds = time.perf_counter() - start
+    settings = {"text_column": cfg.text_column, "label_column": cfg.label_column, "max_length": cfg.max_length,
+                "batch_size": cfg.batch_size, "examples": len(predictions),
+                "metric_source": "hub" if cfg.hub_metrics else "hfcompress", **kwargs}
+    if cfg.text_pair_column:
+        settings["text_pair_column"] = cfg.text_pair_column
+    details = dict(data.notes)
+    model_bytes = _model_bytes(bundle.model)
+    details["model_bytes"] = model_bytes
+    out = []
+    for key, value in (scores or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        metric = key if isinstance(cfg, MetricConfig) else cfg.method
+        if not isinstance(cfg, MetricConfig) and key != cfg.method:
+            metric = key
+        out.append(make_result(cfg.method if not isinstance(cfg, MetricConfig) else cfg.metric, metric,
+                               float(value), model=model_label, higher_is_better=True,
+                               dataset=cfg.dataset, config=cfg.config, split=cfg.split,
+                               settings=settings, details=details, seconds=seconds))
+    if not out:
+        raise UsageError(f"metric {cfg.method} returned no numeric value ({scores!r})")
+    return out
+
+
+def _model_bytes(model: Any) -> int:
+    from .efficiency import tensor_bytes
+
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += tensor_bytes(t)
+    return total

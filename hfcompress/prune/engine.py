@@ -1,0 +1,338 @@
+"""Shared machinery of the pruning methods.
+
+* :func:`arch_info` finds the transformer blocks (Llama-family decoders, BERT-style encoders)
+  and raises :class:`~hfcompress.errors.UnsupportedError` for anything else, before any work.
+* :func:`target_linears` selects the ``nn.Linear`` modules to prune (globs, default: every
+  Linear inside the blocks).
+* :func:`capture_block_inputs` + :class:`Sequential` run calibration block by block: the
+  inputs of block 0 are caught with a pre-hook (hidden states plus the attention mask /
+  position embeddings keyword arguments), then for each block the method's hooks see the
+  inputs of its Linear layers, prune them, and the block's outputs (computed by the pruned
+  block) become the next block's inputs. Peak memory = model + one block's activations.
+* mask helpers: per-row / per-layer exact top-k and N:M groups.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedError, UsageError
+
+#: Llama-family decoders: q/k/v/o_proj attention, gate/up/down_proj MLP, RMSNorm, RoPE.
+DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+#: BERT-style encoders: encoder.layer[i].{attention.self.{query,key,value}, ...}.
+ENCODER_TYPES = {"bert", "roberta"}
+
+#: Sibling Linear modules that read the same input (pruned together, one set of statistics).
+SHARED_INPUT = ({"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}, {"query", "key", "value"})
+
+
+@dataclass
+class ArchInfo:
+    kind: str  # "decoder" | "encoder"
+    model_type: str
+    layers: nn.ModuleList
+    layers_name: str  # e.g. "model.layers"
+    base: nn.Module  # the module whose forward runs embeddings + blocks
+
+    def layer_name(self, i: int) -> str:
+        return f"{self.layers_name}.{i}"
+
+
+def arch_info(model: nn.Module) -> ArchInfo:
+    """Where the blocks are, or a one-line UnsupportedError naming the architecture."""
+    cfg = getattr(model, "config", None)
+    model_type = getattr(cfg, "model_type", None) or type(model).__name__
+    if model_type in DECODER_TYPES:
+        kind = "decoder"
+    elif model_type in ENCODER_TYPES:
+        kind = "encoder"
+    else:
+        supported = ", ".join(sorted(DECODER_TYPES | ENCODER_TYPES))
+        raise UnsupportedError(f"pruning is not supported for {model_type} (supported architectures: "
+                               f"{supported})")
+    n_layers = getattr(cfg, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers and \
+                (name.endswith("layers") or name.endswith("encoder.layer")):
+            base_name = name.rsplit(".", 2)[0] if kind == "encoder" else name.rsplit(".", 1)[0]
+            base = model.get_submodule(base_name) if base_name and base_name != name else model
+            return ArchInfo(kind, model_type, module, name, base)
+    raise UnsupportedError(f"pruning is not supported for this {model_type} model: its transformer blocks "
+                           "were not found")
+
+
+def target_linears(model: nn.Module, info: ArchInfo, targets: list[str] | None,
+                   exclude: list[str] | None = None) -> dict[str, nn.Linear]:
+    """``{full name: Linear}`` to prune: inside the blocks by default, else matching ``targets``."""
+    out: dict[str, nn.Linear] = {}
+    prefix = info.layers_name + "."
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if targets:
+            if not any(fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}") for pat in targets):
+                continue
+        elif not name.startswith(prefix):
+            continue
+        if exclude and any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, f"*{p}") for p in exclude):
+            continue
+        out[name] = module
+    if not out:
+        raise UsageError(f"no Linear module matches targets={targets} exclude={exclude}: "
+                         f"module names look like {prefix}0.mlp.up_proj")
+    return out
+
+
+def sparsity_for(name: str, default: float, overrides: dict[str, float]) -> float:
+    for pat, s in overrides.items():
+        if fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}"):
+            return float(s)
+    return default
+
+
+def block_index(name: str, info: ArchInfo) -> int | None:
+    prefix = info.layers_name + "."
+    if not name.startswith(prefix):
+        return None
+    return int(name[len(prefix):].split(".", 1)[0])
+
+
+def check_widths(linears: dict[str, nn.Linear], nm: tuple[int, int] | None) -> None:
+    if nm is None:
+        return
+    for name, lin in linears.items():
+        if lin.in_features % nm[1]:
+            raise UsageError(f"pattern {nm[0]}:{nm[1]}: M={nm[1]} does not divide the input width "
+                             f"{lin.in_features} of {name}: choose another M or exclude that module")
+
+
+# -- calibration data ---------------------------------------------------------------------
+
+def calibration_ids(bundle: Any, cal: Any) -> torch.Tensor:
+    """``[samples, seq_len]`` windows; checks the model's position limit first."""
+    from ..data import calibration_ids as _ids
+
+    limit = getattr(bundle.model.config, "max_position_embeddings", None)
+    if limit and cal.seq_len > limit:
+        raise UsageError(f"calibration seq_len {cal.seq_len} exceeds the model's max_position_embeddings "
+                         f"{limit}: lower --seq-len")
+    return _ids(bundle.tokenizer, cal)
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, info: ArchInfo, ids: torch.Tensor
+                         ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Hidden states entering block 0 for all samples, and the keyword arguments the blocks get."""
+    store: dict[str, Any] = {}
+
+    def hook(module, args, kwargs):
+        hs = args[0] if args else kwargs.pop("hidden_states")
+        store["hs"] = hs
+        store["kwargs"] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        raise _Stop
+
+    handle = info.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    device = next(model.parameters()).device
+    try:
+        kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+        if info.kind == "decoder":
+            kwargs["use_cache"] = False
+        info.base(**kwargs)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "hs" not in store:
+        raise UnsupportedError(f"could not capture the inputs of the first block of this {info.model_type} model")
+    kw = store["kwargs"]
+    kw.pop("cache", None)
+    kw.pop("past_key_values", None)
+    if info.kind == "decoder":
+        kw["use_cache"] = False
+    return store["hs"], kw
+
+
+def _slice_kwargs(kwargs: dict[str, Any], n: int, a: int, b: int) -> dict[str, Any]:
+    def cut(v):
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n and n > 1:
+            return v[a:b]
+        if isinstance(v, tuple):
+            return tuple(cut(x) for x in v)
+        return v
+
+    return {k: cut(v) for k, v in kwargs.items()}
+
+
+def block_forward(block: nn.Module, hs: torch.Tensor, kwargs: dict[str, Any], batch_size: int | None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run ``block`` on all samples (in chunks of ``batch_size``); returns the outputs."""
+    n = hs.shape[0]
+    bs = n if not batch_size else min(batch_size, n)
+    if bs == n:
+        o = block(hs, **kwargs)
+        return o[0] if isinstance(o, tuple) else o
+    out = torch.empty_like(hs) if out is None else out
+    for a in range(0, n, bs):
+        b = min(a + bs, n)
+        o = block(hs[a:b], **_slice_kwargs(kwargs, n, a, b))
+        out[a:b] = o[0] if isinstance(o, tuple) else o
+    return out
+
+
+def input_groups(block: nn.Module, linears: dict[str, nn.Linear], block_prefix: str) -> list[list[str]]:
+    """Target Linear names of one block grouped by shared input (q/k/v together, gate/up together)."""
+    names = [n for n in linears if n.startswith(block_prefix + ".")]
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        parent, _, leaf = n.rpartition(".")
+        key = n
+        for sib in SHARED_INPUT:
+            if leaf in sib:
+                key = parent + "::" + "|".join(sorted(sib))
+        groups.setdefault(key, []).append(n)
+    return list(groups.values())
+
+
+@dataclass
+class Sequential:
+    """Block-by-block calibration.
+
+    For each block, ``on_group(names, x)`` is called once per group of target Linears sharing an
+    input, with that input ``x`` (``[tokens, in_features]``, all samples). When ``batch_size`` is
+    None (default) all samples go through the block in one forward and each group is handed to
+    ``on_group`` at the moment its input is computed — so the block is pruned in execution order
+    (q/k/v, then o, then gate/up, then down, each seeing inputs from the already-pruned part),
+    in ONE forward per block. With a ``batch_size``, inputs are accumulated over chunks by
+    ``on_chunk(names, x)`` and ``on_group(names, None)`` is called after the pass (two forwards).
+    ``after_block(i, hs_in, hs_out)`` sees each block's input and output hidden states.
+    """
+
+    model: nn.Module
+    info: ArchInfo
+    linears: dict[str, nn.Linear]
+    on_group: Callable[[list[str], torch.Tensor | None], None]
+    on_chunk: Callable[[list[str], torch.Tensor], None] | None = None
+    batch_size: int | None = None
+    after_block: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+    progress: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def run(self, ids: torch.Tensor) -> None:
+        hs, kwargs = capture_block_inputs(self.model, self.info, ids)
+        n = hs.shape[0]
+        one_pass = not self.batch_size or self.batch_size >= n
+        blocks = range(len(self.info.layers))
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            blocks = tqdm(blocks, desc="pruning blocks", unit="block")
+        for i in blocks:
+            block = self.info.layers[i]
+            groups = input_groups(block, self.linears, self.info.layer_name(i))
+            handles = []
+            for group in groups:
+                lead = self.linears[group[0]]
+                if one_pass:
+                    done = {"v": False}
+
+                    def hook(module, args, group=group, done=done):
+                        if not done["v"]:
+                            done["v"] = True
+                            x = args[0]
+                            self.on_group(group, x.reshape(-1, x.shape[-1]))
+                else:
+                    def hook(module, args, group=group):
+                        x = args[0]
+                        self.on_chunk(group, x.reshape(-1, x.shape[-1]))
+                handles.append(lead.register_forward_pre_hook(hook))
+            try:
+                out = block_forward(block, hs, kwargs, self.batch_size)
+            finally:
+                for h in handles:
+                    h.remove()
+            if not one_pass:
+                for group in groups:
+                    self.on_group(group, None)
+                if groups:
+                    out = block_forward(block, hs, kwargs, self.batch_size, out=out)
+            if self.after_block is not None:
+                self.after_block(i, hs, out)
+            hs = out
+
+
+# -- masks --------------------------------------------------------------------------------
+
+def prune_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None,
+               per: str = "row") -> torch.Tensor:
+    """Boolean mask of the entries to ZERO: the lowest-scoring ones.
+
+    ``per="row"``: round(cols * sparsity) per output row; ``per="layer"``: round(numel * sparsity)
+    over the whole matrix; ``nm=(N, M)``: M - N lowest in every group of M consecutive inputs.
+    """
+    rows, cols = scores.shape
+    if nm is not None:
+        n, m = nm
+        g = scores.reshape(rows, cols // m, m)
+        idx = torch.topk(g, m - n, dim=-1, largest=False).indices
+        mask = torch.zeros_like(g, dtype=torch.bool)
+        mask.scatter_(-1, idx, True)
+        return mask.reshape(rows, cols)
+    mask = torch.zeros(rows, cols, dtype=torch.bool, device=scores.device)
+    if per == "row":
+        k = int(round(cols * sparsity))
+        if k:
+            idx = torch.topk(scores, k, dim=1, largest=False).indices
+            mask.scatter_(1, idx, True)
+        return mask
+    k = int(round(rows * cols * sparsity))
+    if k:
+        idx = torch.topk(scores.reshape(-1), k, largest=False).indices
+        mask.view(-1)[idx] = True
+    return mask
+
+
+def global_threshold(tensors: list[torch.Tensor], fraction: float) -> float:
+    """Value t such that about ``fraction`` of all entries of ``tensors`` are < t (bisection on
+    counts, so no concatenated copy of all the weights is made)."""
+    total = sum(t.numel() for t in tensors)
+    target = int(round(total * fraction))
+    if target <= 0:
+        return -math.inf
+    lo = 0.0
+    hi = max(float(t.max()) for t in tensors) * (1 + 1e-6) + 1e-30
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        cnt = sum(int((t < mid).sum()) for t in tensors)
+        if cnt < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(hi, 1e-30):
+            break
+    return hi
+
+
+def sparsity_summary(linears: dict[str, nn.Linear]) -> dict[str, Any]:
+    total = zeros = 0
+    per_layer = {}
+    for name, lin in linears.items():
+        w = lin.weight
+        z = int((w == 0).sum())
+        total += w.numel()
+        zeros += z
+        per_layer[name] = round(z / w.numel(), 4)
+    return {"target_sparsity_actual": round(zeros / max(total, 1), 5), "targeted_modules": len(linears),
+            "targeted_parameters": total}
