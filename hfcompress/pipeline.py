@@ -38,6 +38,7 @@ from .io import (
 from .loading import ModelBundle, load
 from .recipes import Recipe, dump_recipe
 from .registry import get_method
+from .secrets import scrub
 
 
 @dataclass
@@ -185,8 +186,9 @@ def compress(
             for name, data in ctx.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
-            (tmp / RECIPE_NAME).write_text(dump_recipe(recipe))
-            report = build_report(bundle, recipe, ctx, params_before, bytes_before, tmp)
+            # Published files carry no local paths or tokens (secrets.scrub).
+            (tmp / RECIPE_NAME).write_text(dump_recipe(Recipe.model_validate(scrub(recipe.to_dict()))))
+            report = scrub(build_report(bundle, recipe, ctx, params_before, bytes_before, tmp))
             write_json(tmp / REPORT_NAME, report)
             _write_card_if_available(tmp, Path(output).name)
     return CompressResult(bundle=bundle, report=report, output=Path(output).resolve())

@@ -27,3 +27,27 @@ def redact(text: str) -> str:
     for secret in sorted(_KNOWN, key=len, reverse=True):
         text = text.replace(secret, "***")
     return _HF_TOKEN_RE.sub("***", text)
+
+
+def public_path(value: str) -> str:
+    """A local filesystem path reduced to ``local:<name>``; anything else unchanged.
+
+    Reports, recipes and cards that may be pushed never carry the machine's paths (they
+    reveal user names and directory layouts); Hub ids (``org/name``) pass through.
+    """
+    import os.path
+
+    if os.path.isabs(value) or value.startswith(("~", "./", "../")):
+        return "local:" + os.path.basename(os.path.normpath(os.path.expanduser(value)))
+    return value
+
+
+def scrub(obj):
+    """``obj`` (JSON-like) with tokens redacted and local paths reduced by :func:`public_path`."""
+    if isinstance(obj, str):
+        return redact(public_path(obj))
+    if isinstance(obj, dict):
+        return {k: scrub(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v) for v in obj]
+    return obj
