@@ -33,7 +33,8 @@ lint: install
 	$(VENV)/bin/ruff check hfcompress tests benchmarks scripts
 
 bench: install assets
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	for f in benchmarks/[a-z]*_*.py; do $(PY) $$f || exit 1; done
+	$(PY) benchmarks/update_readme.py
 
 clean:
 	rm -rf demo-output .pytest_cache
