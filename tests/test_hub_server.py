@@ -170,7 +170,7 @@ def test_download_errors_and_raw_protocol(hub_server: HubHandle, tmp_path: Path)
     api.delete_repo(repo)
 
 
-def test_auth_model(hub_server: HubHandle):
+def test_auth_model(hub_server: HubHandle, tmp_path: Path):
     me, anon, other = hub_server.api(), hub_server.api(token=False), hub_server.api(hub_server.other_token)
     assert me.whoami()["name"] == hub_server.user
     assert {o["name"] for o in me.whoami()["orgs"]} >= {"HuggingFaceTB", "Salesforce", "fixtures"}
@@ -186,7 +186,7 @@ def test_auth_model(hub_server: HubHandle):
         with pytest.raises(RepositoryNotFoundError):
             client.list_repo_files(private)
     with pytest.raises(RepositoryNotFoundError):
-        hf_hub_download(private, "s.txt", endpoint=hub_server.url, token=False, cache_dir="/tmp/hfc-never")
+        hf_hub_download(private, "s.txt", endpoint=hub_server.url, token=False, cache_dir=tmp_path)
     assert anon.repo_info(public).id == public  # public reads need no token
     with pytest.raises(HfHubHTTPError) as e:  # unauthenticated write
         anon.upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id=public)
@@ -324,3 +324,14 @@ def test_fault_injection_flag(tmp_path: Path):
             assert r.status == 200
     finally:
         server.stop()
+
+
+def test_seed_cli_is_idempotent(hub_server: HubHandle, shared_datasets: Path):
+    # the session fixture already seeded the datasets: a second seed uploads nothing
+    before = hub_server.api().dataset_info("fixtures/enwiki-sample").sha
+    r = hub_server.run(["hfcompress", "hub", "seed", "--only", "datasets", "--datasets", str(shared_datasets)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("up to date") == 3
+    assert hub_server.api().dataset_info("fixtures/enwiki-sample").sha == before
+    r = hub_server.run(["hfcompress", "hub", "seed", "--only", "nope/nope"])
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown seed item")

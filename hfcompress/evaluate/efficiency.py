@@ -397,3 +397,21 @@ def block_sparsity(layers: dict[str, float]) -> dict[str, float]:
         m = re.search(r"^(.*?\.\d+)\.", name)
         groups.setdefault(m.group(1) if m else name, []).append(value)
     return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+def _prepare(cfg: EfficiencyConfig) -> None:
+    return None
+
+
+def _check(cfg: EfficiencyConfig, prepared: Any, model_config: Any, task: str) -> None:
+    return None
+
+
+def _measure(bundle: Any, cfg: EfficiencyConfig, prepared: Any, *, model_label: str, folder: Path | None = None,
+             work_dir: Path | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    return measure_efficiency(bundle, cfg, model_label=model_label, folder=folder, work_dir=work_dir)
+
+
+from .core import MethodSpec, register_eval_method  # noqa: E402
+
+register_eval_method("efficiency", EfficiencyConfig, MethodSpec(_prepare, _check, _measure))

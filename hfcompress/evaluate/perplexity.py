@@ -14,14 +14,19 @@ never scored). Perplexity = exp(total NLL / scored tokens)::
 from __future__ import annotations
 
 import math
-from typing import Any
+import time
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
+
+from .base import DatasetEvalConfig
 
 
-def tokenize_corpus(tokenizer: Any, texts: list[str], max_tokens: int | None = None) -> torch.Tensor:
+def tokenize_corpus(tokenizer: Any, texts: list[str], max_tokens: int | None = None,
+                    separator: str = "\n\n") -> torch.Tensor:
     """1-D LongTensor of the joined texts' tokens (no special tokens), cut to ``max_tokens``."""
-    ids = tokenizer("\n\n".join(texts), return_tensors="pt", add_special_tokens=False).input_ids[0]
+    ids = tokenizer(separator.join(texts), return_tensors="pt", add_special_tokens=False).input_ids[0]
     return ids[:max_tokens] if max_tokens else ids
 
 
@@ -94,3 +99,115 @@ def perplexity_of_ids(
         "tokens": total_tokens,
         "windows": len(windows),
     }
+
+
+# ---------------------------------------------------------------- evaluate method
+WIKITEXT = "Salesforce/wikitext"
+
+
+class PerplexityConfig(DatasetEvalConfig):
+    """Perplexity of a causal LM on a text dataset (fixed windows, stride, token budget).
+
+    ``config`` defaults to ``wikitext-2-raw-v1`` for ``Salesforce/wikitext``. BOS is NOT
+    prepended by default (``add_bos: false``): the reference SmolLM2 figure (28.13 on the
+    first 16,384 wikitext-2 test tokens, 512-token windows) is measured that way.
+    """
+
+    method: Literal["perplexity"] = "perplexity"
+    dataset: str = WIKITEXT
+    split: str = "test"
+    text_column: str = "text"
+    max_tokens: int | None = Field(16384, ge=2, description="score the first N tokens (null: all)")
+    seq_len: int = Field(512, ge=2, le=131_072)
+    stride: int | None = Field(None, ge=1, description="window start spacing (default: seq_len)")
+    batch_size: int = Field(4, ge=1, le=4096)
+    add_bos: bool = Field(False, description="prepend the tokenizer's BOS to every window (context only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PerplexityConfig:
+        if self.stride is not None and self.stride > self.seq_len:
+            raise ValueError(f"stride ({self.stride}) must be <= seq_len ({self.seq_len}): lower --stride")
+        return self
+
+    def resolved_config(self) -> str | None:
+        if self.config is None and self.dataset.rstrip("/").endswith(WIKITEXT):
+            return "wikitext-2-raw-v1"
+        return self.config
+
+
+def prepare_perplexity(cfg: PerplexityConfig) -> list[str]:
+    """The split's texts (column and emptiness checked); no model needed."""
+    from ..data import load_texts
+
+    return load_texts(cfg.dataset, cfg.resolved_config(), cfg.split, cfg.text_column, cfg.revision)
+
+
+def check_perplexity_model(cfg: PerplexityConfig, task: str) -> None:
+    from ..errors import UnsupportedError
+
+    if task != "causal-lm":
+        raise UnsupportedError(f"perplexity needs a causal LM; this model is {task!r}: use --metric accuracy "
+                               "(classifiers) or --metric efficiency")
+
+
+def tokenize_prefix(tokenizer: Any, texts: list[str], max_tokens: int | None) -> torch.Tensor:
+    """Same tokens as ``tokenize_corpus(tokenizer, texts, max_tokens)``, tokenizing only as many
+    texts as needed (the prefix grows until it has a margin of tokens beyond ``max_tokens``)."""
+    if not max_tokens:
+        return tokenize_corpus(tokenizer, texts)
+    chars = max(4 * max_tokens, 4096)
+    while True:
+        used, total = [], 0
+        for t in texts:
+            used.append(t)
+            total += len(t) + 2
+            if total >= chars:
+                break
+        ids = tokenize_corpus(tokenizer, used)
+        if len(used) == len(texts) or ids.numel() >= max_tokens + 64:
+            return ids[:max_tokens]
+        chars *= 2
+
+
+def measure_perplexity(bundle: Any, cfg: PerplexityConfig, texts: list[str], *, model_label: str,
+                       progress: bool = False) -> list[dict[str, Any]]:
+    from ..errors import UsageError
+    from .base import make_result
+
+    check_perplexity_model(cfg, bundle.task)
+    tok = bundle.tokenizer
+    if tok is None:
+        raise UsageError("perplexity needs the model's tokenizer, and this model has none")
+    start = time.perf_counter()
+    ids = tokenize_prefix(tok, texts, cfg.max_tokens)
+    if ids.numel() < 2:
+        raise UsageError(f"dataset {cfg.dataset} ({cfg.split}) has fewer than 2 tokens: choose another split")
+    bos = getattr(tok, "bos_token_id", None) if cfg.add_bos else None
+    if cfg.add_bos and bos is None:
+        raise UsageError("add_bos is set but the tokenizer has no BOS token: drop --add-bos")
+    res = perplexity_of_ids(bundle.model, ids, seq_len=cfg.seq_len, stride=cfg.stride,
+                            batch_size=cfg.batch_size, bos_token_id=bos, progress=progress)
+    settings = {"text_column": cfg.text_column, "max_tokens": cfg.max_tokens, "corpus_tokens": int(ids.numel()),
+                "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "add_bos": cfg.add_bos,
+                "batch_size": cfg.batch_size, "join": "\\n\\n", "special_tokens": False}
+    from .tasks import _model_bytes
+
+    details = {"nll": res["nll"], "scored_tokens": res["tokens"], "windows": res["windows"],
+               "model_bytes": _model_bytes(bundle.model)}
+    return [make_result("perplexity", "perplexity", res["perplexity"], model=model_label, higher_is_better=False,
+                        dataset=cfg.dataset, config=cfg.resolved_config(), split=cfg.split, settings=settings,
+                        details=details, seconds=time.perf_counter() - start)]
+
+
+def _check(cfg: PerplexityConfig, prepared: Any, model_config: Any, task: str) -> None:
+    check_perplexity_model(cfg, task)
+
+
+def _measure(bundle: Any, cfg: PerplexityConfig, texts: list[str], *, model_label: str, folder: Any = None,
+             work_dir: Any = None, progress: bool = False) -> list[dict[str, Any]]:
+    return measure_perplexity(bundle, cfg, texts, model_label=model_label, progress=progress)
+
+
+from .core import MethodSpec, register_eval_method  # noqa: E402
+
+register_eval_method("perplexity", PerplexityConfig, MethodSpec(prepare_perplexity, _check, _measure))

@@ -250,13 +250,19 @@ def measure_classification(bundle: Any, cfg: ClassificationEvalConfig, data: Cla
         metric = key if isinstance(cfg, MetricConfig) else cfg.method
         if not isinstance(cfg, MetricConfig) and key != cfg.method:
             metric = key
-        out.append(make_result(cfg.method if not isinstance(cfg, MetricConfig) else cfg.metric, metric,
+        out.append(make_result(_metric_name(cfg), metric,
                                float(value), model=model_label, higher_is_better=True,
                                dataset=cfg.dataset, config=cfg.config, split=cfg.split,
                                settings=settings, details=details, seconds=seconds))
     if not out:
         raise UsageError(f"metric {cfg.method} returned no numeric value ({scores!r})")
     return out
+
+
+def _metric_name(cfg: ClassificationEvalConfig) -> str:
+    if isinstance(cfg, MetricConfig):
+        return os.path.basename(cfg.metric.rstrip("/")).removesuffix(".py")
+    return cfg.method
 
 
 def _model_bytes(model: Any) -> int:
@@ -269,3 +275,20 @@ def _model_bytes(model: Any) -> int:
             seen.add(id(t))
             total += tensor_bytes(t)
     return total
+
+
+def _check(cfg: ClassificationEvalConfig, data: ClassificationData, model_config: Any, task: str) -> None:
+    bind_labels(cfg, data, model_config, task)
+
+
+def _measure(bundle: Any, cfg: ClassificationEvalConfig, data: ClassificationData, *, model_label: str,
+             folder: Any = None, work_dir: Any = None, progress: bool = False) -> list[dict[str, Any]]:
+    return measure_classification(bundle, cfg, data, model_label=model_label, progress=progress)
+
+
+from .core import MethodSpec, register_eval_method  # noqa: E402
+
+_SPEC = MethodSpec(prepare_classification, _check, _measure)
+register_eval_method("accuracy", AccuracyConfig, _SPEC)
+register_eval_method("f1", F1Config, _SPEC)
+register_eval_method("metric", MetricConfig, _SPEC)

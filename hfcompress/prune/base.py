@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StageConfig
+from ..config import CalibrationConfig, StageConfig
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -61,6 +61,13 @@ class PruneConfig(StageConfig):
     exclude: list[str] = Field(default_factory=list)
     overrides: dict[str, float] = Field(default_factory=dict, description="glob -> sparsity")
     sparse_format: bool = False
+    calibration: CalibrationConfig | None = Field(
+        None, description="calibration text (methods that need it use the defaults when omitted)")
+    batch_size: int | None = Field(
+        None, ge=1, description="samples per calibration forward (default: all in one forward per block)")
+
+    def calibration_or_default(self) -> CalibrationConfig:
+        return self.calibration or CalibrationConfig()
 
     @field_validator("pattern")
     @classmethod

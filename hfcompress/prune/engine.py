@@ -62,8 +62,9 @@ def arch_info(model: nn.Module) -> ArchInfo:
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers and \
                 (name.endswith("layers") or name.endswith("encoder.layer")):
-            base_name = name.rsplit(".", 2)[0] if kind == "encoder" else name.rsplit(".", 1)[0]
-            base = model.get_submodule(base_name) if base_name and base_name != name else model
+            suffix = "encoder.layer" if kind == "encoder" else "layers"
+            base_name = name[: -len(suffix)].rstrip(".")
+            base = model.get_submodule(base_name) if base_name else model
             return ArchInfo(kind, model_type, module, name, base)
     raise UnsupportedError(f"pruning is not supported for this {model_type} model: its transformer blocks "
                            "were not found")
@@ -323,6 +324,21 @@ def global_threshold(tensors: list[torch.Tensor], fraction: float) -> float:
         if hi - lo <= 1e-12 * max(hi, 1e-30):
             break
     return hi
+
+
+def finish_unstructured(bundle: Any, cfg: Any, linears: dict[str, nn.Linear], extra: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """Summary for the report; installs the sparse saver when asked."""
+    summary = {**sparsity_summary(linears), **extra}
+    if cfg.pattern:
+        summary["pattern"] = cfg.pattern
+    if cfg.sparse_format:
+        from .sparse_format import save_sparse
+
+        bundle.saver = save_sparse
+        bundle.meta["sparse_format"] = True
+        summary["save_format"] = "hfcompress-sparse"
+    return summary
 
 
 def sparsity_summary(linears: dict[str, nn.Linear]) -> dict[str, Any]:

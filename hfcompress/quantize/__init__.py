@@ -1,5 +1,26 @@
-"""Quantization: ``quantize(model, <Method>Config(...))``. Backends register on import."""
+"""Quantization: ``quantize(model, <Method>Config(...))``. Backends register on import.
+
+==================  ===========  =============================================  ==============
+method              kind         scheme                                         backend
+==================  ===========  =============================================  ==============
+bnb-int8            uniform      LLM.int8: int8 absmax per row + fp16 outliers  bitsandbytes
+bnb-nf4             non-uniform  NF4 codebook, absmax per 64                    bitsandbytes
+bnb-fp4             non-uniform  FP4 (e2m1) codebook, absmax per 64             bitsandbytes
+quanto-int8         uniform      int8 absmax per row                            optimum-quanto
+quanto-int4/int2    uniform      affine per group                               optimum-quanto
+quanto-float8       non-uniform  float8 e4m3 per row                            optimum-quanto
+gptq                uniform      GPTQ int (needs gptqmodel)                     optimum.gptq
+calibrated-nf4      non-uniform  our GPTQ-style error correction onto NF4       ours -> bnb NF4
+calibrated-int4     uniform      our GPTQ-style error correction onto int4      ours -> quanto
+==================  ===========  =============================================  ==============
+"""
 
 from .base import QuantizeConfig, quantize
+from .bnb import BnbFP4Config, BnbInt8Config, BnbNF4Config
+from .quanto import QuantoFloat8Config, QuantoInt2Config, QuantoInt4Config, QuantoInt8Config
 
-__all__ = ["QuantizeConfig", "quantize"]
+__all__ = [
+    "QuantizeConfig", "quantize",
+    "BnbInt8Config", "BnbNF4Config", "BnbFP4Config",
+    "QuantoInt8Config", "QuantoInt4Config", "QuantoInt2Config", "QuantoFloat8Config",
+]

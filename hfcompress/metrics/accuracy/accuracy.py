@@ -45,7 +45,7 @@ class Accuracy(evaluate.Metric):
         if not predictions:
             raise ValueError("accuracy of zero predictions is undefined")
         weights = [1.0] * len(predictions) if sample_weight is None else [float(w) for w in sample_weight]
-        correct = sum(w for p, r, w in zip(predictions, references, weights) if int(p) == int(r))
+        correct = sum(w for p, r, w in zip(predictions, references, weights, strict=True) if int(p) == int(r))
         if not normalize:
             return {"accuracy": correct if sample_weight is not None else int(correct)}
         return {"accuracy": float(correct / sum(weights))}

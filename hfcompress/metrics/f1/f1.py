@@ -62,9 +62,9 @@ class F1(evaluate.Metric):
             classes = [pos_label]
         stats = {}
         for c in classes:
-            tp = sum(1 for p, r in zip(preds, refs) if p == c and r == c)
-            fp = sum(1 for p, r in zip(preds, refs) if p == c and r != c)
-            fn = sum(1 for p, r in zip(preds, refs) if p != c and r == c)
+            tp = sum(1 for p, r in zip(preds, refs, strict=True) if p == c and r == c)
+            fp = sum(1 for p, r in zip(preds, refs, strict=True) if p == c and r != c)
+            fn = sum(1 for p, r in zip(preds, refs, strict=True) if p != c and r == c)
             stats[c] = (tp, fp, fn)
         if average in ("binary", "macro"):
             score = sum(_f1(*stats[c]) for c in classes) / len(classes)
