@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CalibrationConfig, StageConfig
+from ..errors import UsageError
 
 
 def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model") -> None:
@@ -70,12 +71,21 @@ def run_stages(args: argparse.Namespace, stages: list[StageConfig], name: str | 
 def run_recipe(args: argparse.Namespace, recipe: Any) -> int:
     from ..pipeline import compress
 
+    if getattr(args, "push_to_hub", None):  # refuse a push that cannot happen before any work
+        from ..hub.transfer import check_push
+
+        check_push(args.push_to_hub)
+    elif getattr(args, "private", False):
+        raise UsageError("--private only applies with --push-to-hub REPO_ID")
+
     result = compress(args.model, recipe, output=args.output, overwrite=args.overwrite,
                       progress=not args.no_progress, load_kwargs=load_kwargs(args))
     _print_summary(result)
     if getattr(args, "push_to_hub", None):
+        from ..cards import write_card
         from ..hub import push
 
+        write_card(result.output, repo_id=args.push_to_hub)  # the card's snippet names the repo
         url = push(result.output, args.push_to_hub, private=args.private)
         print(f"pushed to {url}")
     return 0

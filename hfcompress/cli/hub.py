@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UsageError
+
 
 def _serve(args: argparse.Namespace) -> int:
     from ..hub.server import serve
@@ -40,11 +42,17 @@ def _pull(args: argparse.Namespace) -> int:
                          load=not args.no_load, endpoint=args.endpoint)
     if model is None:
         print(f"downloaded {args.repo_id} to {folder}")
-    else:
-        model = model if hasattr(model, "parameters") else getattr(model, "model", model)  # a ModelBundle
-        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
-        count = f", {params:,} parameters" if params is not None else ""
-        print(f"loaded {args.repo_id} as {type(model).__name__}{count} from {folder}")
+        return 0
+    bundle = model
+    params = sum(p.numel() for p in bundle.model.parameters())
+    print(f"loaded {args.repo_id} as {type(bundle.model).__name__}, {params:,} parameters, from {folder}")
+    if args.generate:
+        if bundle.task != "causal-lm" or bundle.tokenizer is None:
+            raise UsageError(f"--generate needs a causal LM with a tokenizer; {args.repo_id} is {bundle.task}")
+        inputs = bundle.tokenizer(args.generate, return_tensors="pt")
+        out = bundle.model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+        text = bundle.tokenizer.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True)
+        print(f"generate: {args.generate!r} -> {text!r}")
     return 0
 
 
@@ -82,6 +90,8 @@ def register(sub) -> None:
     pull.add_argument("--revision", help="branch, tag or commit (default main)")
     pull.add_argument("--output", help="download into this folder (atomic) instead of the HF cache")
     pull.add_argument("--no-load", action="store_true", help="only download")
+    pull.add_argument("--generate", metavar="PROMPT", help="after loading a causal LM, complete PROMPT (greedy)")
+    pull.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate with --generate")
     pull.add_argument("--token", help="Hub token for private repos (default: HF_TOKEN)")
     pull.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT)")
     pull.set_defaults(func=_pull)

@@ -45,23 +45,10 @@ def _endpoint(endpoint: str | None) -> str | None:
 
 
 def load_model(folder: str | Path) -> Any:
-    """``hfcompress.load(folder)`` when available, else the class named in config.json's architectures."""
-    import hfcompress
+    """The pulled folder loaded with :func:`hfcompress.load` (a :class:`ModelBundle`)."""
+    from ..loading import load
 
-    loader = getattr(hfcompress, "load", None)
-    if loader is None:
-        try:
-            from ..loading import load as loader  # the loading work's API (hfcompress.load)
-        except ImportError:
-            loader = None
-    if loader is not None:
-        return loader(str(folder))
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(folder)
-    arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    return (cls or transformers.AutoModel).from_pretrained(folder)
+    return load(str(folder))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -136,24 +123,35 @@ def check_model_folder(folder: str | Path) -> Path:
     return path
 
 
-def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, token: str | None = None, endpoint: str | None = None) -> str:
-    """Upload the model ``folder`` to ``repo_id`` in ONE commit; return the commit URL.
-
-    Refuses, before uploading anything, a missing token, a missing folder or a folder that
-    is not a model. ``revision`` names a branch, created from main if new. Example::
-
-        push("out/tiny-int8", "alice/tiny-int8", private=True, revision="int8")
-    """
-    path = check_model_folder(folder)
+def check_push(repo_id: str, token: str | None = None) -> str:
+    """Validate a push target before any work: repo id shape and a token; returns the token."""
     if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise UsageError(f"repo id {repo_id!r} must look like namespace/name")
     tok = _token(token)
     if not tok:
         raise HubError("no Hub token: set HF_TOKEN, pass --token, or run `hf auth login`")
+    return tok
+
+
+def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, token: str | None = None, endpoint: str | None = None) -> str:
+    """Upload the model ``folder`` to ``repo_id`` in ONE commit; return the commit URL.
+
+    Refuses, before uploading anything, a missing token, a missing folder or a folder that
+    is not a model. A folder written by hfcompress without a README.md gets its model card
+    first. ``revision`` names a branch, created from main if new. Example::
+
+        push("out/tiny-int8", "alice/tiny-int8", private=True, revision="int8")
+    """
+    path = check_model_folder(folder)
+    tok = check_push(repo_id, token)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
+    if not (path / "README.md").exists() and (path / "hfcompress.json").is_file():
+        from ..cards import write_card
+
+        write_card(path, repo_id=repo_id)  # every pushed hfcompress output carries its card
     api = HfApi(endpoint=_endpoint(endpoint), token=tok, library_name="hfcompress")
     try:
         _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), "create repo")
