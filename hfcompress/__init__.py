@@ -44,6 +44,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "evaluate":  # the package itself is callable: hfcompress.evaluate(model, ...)
+        return importlib.import_module("hfcompress.evaluate")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -108,6 +108,8 @@ def _eval_results(report: dict[str, Any], pipeline_tag: str) -> list[Any]:
     for e in report.get("evaluation", []):
         if e.get("model", "compressed") != "compressed" or not isinstance(e.get("value"), (int, float)):
             continue
+        if e.get("name") == "efficiency" or not e.get("dataset"):  # model-index is for quality results
+            continue
         dataset = _public(e.get("dataset") or "unknown")
         results.append(EvalResult(
             task_type=pipeline_tag, dataset_type=dataset, dataset_name=dataset,

@@ -20,9 +20,10 @@ Methodology (also in ``docs/EVALUATION.md``):
 * ``generate_tokens_per_s`` (causal LMs): greedy ``generate`` of exactly
   ``gen_new_tokens`` tokens after a ``gen_prompt_tokens`` prompt, batch 1, median of
   ``gen_runs`` after one warm-up; the time includes the prompt's prefill.
-* ``peak_rss_bytes``: a fresh Python process imports the libraries, records its RSS,
-  loads the model folder and runs one latency batch; the figure is the growth of
-  ``ru_maxrss`` (getrusage high-water mark) over the post-import RSS. The total is in
+* ``peak_rss_bytes``: a fresh Python process imports the libraries, resets its peak-RSS
+  mark (Linux ``/proc/self/clear_refs``), loads the model folder and runs one latency
+  batch; the figure is the peak RSS (``VmHWM``) minus the RSS after imports (where the
+  mark cannot be reset: ``ru_maxrss`` growth over the import peak). The total is in
   details. ``peak_rss: inprocess`` instead samples RSS (psutil) around one forward pass
   in this process (activation memory only).
 """
@@ -238,22 +239,40 @@ def measure_generation(model: Any, prompt_tokens: int, new_tokens: int, runs: in
 
 # ---------------------------------------------------------------- memory
 _PROBE = r"""
-import json, resource, sys, psutil
+import gc, json, resource, sys
+import psutil
 import torch
 import hfcompress
 from hfcompress.evaluate.efficiency import _model_inputs
 folder, task, dtype, batch, seq_len, threads = sys.argv[1:7]
 torch.set_num_threads(int(threads))
+gc.collect()
+def hwm():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+reset = False
+try:  # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    reset = True
+except OSError:
+    pass
 rss_import = psutil.Process().memory_info().rss
-peak_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak_import = hwm() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 bundle = hfcompress.load(folder, task=task, dtype=dtype, with_tokenizer=False)
 rss_loaded = psutil.Process().memory_info().rss
 with torch.inference_mode():
     if int(seq_len) > 0:
         bundle.model(**_model_inputs(bundle.model, int(batch), int(seq_len)))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"rss_after_import": rss_import, "peak_after_import": peak_import,
-                  "rss_after_load": rss_loaded, "peak_rss_total": peak}))
+                  "rss_after_load": rss_loaded, "peak_rss_total": peak, "hwm_reset": reset}))
 """
 
 
@@ -272,9 +291,14 @@ def peak_rss_subprocess(folder: Path, task: str, dtype: str, batch: int, seq_len
         tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-1:])[:300]
         return {"error": f"probe process failed: {tail}"}
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    base = max(data["rss_after_import"], data["peak_after_import"])
-    data["peak_rss_bytes"] = data["peak_rss_total"] - base
-    data["method"] = "subprocess: ru_maxrss after load + one forward, minus RSS after imports"
+    if data["hwm_reset"]:
+        data["peak_rss_bytes"] = data["peak_rss_total"] - data["rss_after_import"]
+        data["method"] = ("subprocess: peak RSS (VmHWM, reset after imports) during load + one forward, "
+                          "minus RSS after imports")
+    else:
+        data["peak_rss_bytes"] = max(0, data["peak_rss_total"] - max(data["rss_after_import"],
+                                                                     data["peak_after_import"]))
+        data["method"] = "subprocess: ru_maxrss after load + one forward, minus the peak after imports"
     return data
 
 

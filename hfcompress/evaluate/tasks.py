@@ -200,6 +200,7 @@ def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: Classifica
         raise UsageError("classification metrics need the model's tokenizer, and this model has none")
     model = bundle.model
     device = next(model.parameters()).device
+    max_length = effective_max_length(cfg, model.config)
     preds: list[int] = []
     steps = range(0, len(data.texts), cfg.batch_size)
     if progress:
@@ -210,11 +211,17 @@ def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: Classifica
         for i in steps:
             texts = data.texts[i: i + cfg.batch_size]
             pairs = data.pairs[i: i + cfg.batch_size] if data.pairs is not None else None
-            enc = tok(texts, pairs, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+            enc = tok(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             logits = model(**enc).logits
             preds.extend(int(x) for x in logits.argmax(-1).tolist())
     return preds
+
+
+def effective_max_length(cfg: ClassificationEvalConfig, model_config: Any) -> int:
+    """``cfg.max_length`` capped at the model's position embeddings."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    return min(cfg.max_length, int(limit)) if limit else cfg.max_length
 
 
 def measure_classification(bundle: Any, cfg: ClassificationEvalConfig, data: ClassificationData, *,
@@ -235,7 +242,8 @@ def measure_classification(bundle: Any, cfg: ClassificationEvalConfig, data: Cla
     except (ValueError, TypeError) as exc:
         raise UsageError(f"metric {cfg.method}: {' '.join(str(exc).split())[:200]}") from None
     seconds = time.perf_counter() - start
-    settings = {"text_column": cfg.text_column, "label_column": cfg.label_column, "max_length": cfg.max_length,
+    settings = {"text_column": cfg.text_column, "label_column": cfg.label_column,
+                "max_length": effective_max_length(cfg, bundle.model.config),
                 "batch_size": cfg.batch_size, "examples": len(predictions),
                 "metric_source": "hub" if cfg.hub_metrics else "hfcompress", **kwargs}
     if cfg.text_pair_column:
