@@ -27,6 +27,8 @@ def load_split(dataset: str, config: str | None = None, split: str = "train",
         raise UsageError(f"dataset {dataset} not found (neither a Hub dataset repo nor a local folder)") from None
     except ValueError as exc:
         msg = " ".join(str(exc).split())
+        if "corresponds to no data" in msg:  # the split exists but has no rows
+            raise UsageError(f"dataset {dataset} split {split!r} is empty: choose another split") from None
         if "split" in msg.lower():
             raise UsageError(f"dataset {dataset} has no split {split!r}: {msg[:200]}") from None
         if "config" in msg.lower():

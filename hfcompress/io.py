@@ -1,6 +1,6 @@
 """Atomic output folders and the ``hfcompress.json`` report.
 
-Every output is written into a temporary sibling (``.NAME.tmp-XXXX``) and renamed into
+Every output is written into a temporary sibling (``.NAME.tmp-PID-XXXX``) and renamed into
 place at the end, so a killed run leaves the previous output or none, never a half
 folder::
 
@@ -12,9 +12,12 @@ folder::
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,12 +53,87 @@ def check_output(output: str | os.PathLike, source: Path | None = None, overwrit
     return out
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT however the writer reports it (OSError, or a wrapped error such as
+    safetensors' ``IoError(Os { code: 28, kind: StorageFull })``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(cur)
+        if "No space left" in text or "StorageFull" in text or "code: 28," in text or "Disk quota" in text:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_siblings(output: str | os.PathLike) -> list[Path]:
+    """Remove ``.NAME.tmp-PID-*`` / ``.NAME.old-PID-*`` siblings left by runs that were killed
+    (their PID is gone); siblings of live runs (and names without a PID) are left alone."""
+    out = Path(output).expanduser().resolve()
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for kind in ("tmp", "old"):
+        prefix = f".{out.name}.{kind}-"
+        for p in out.parent.glob(f"{glob.escape(prefix)}*"):
+            pid, sep, _ = p.name[len(prefix):].partition("-")
+            if not sep or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
 @contextlib.contextmanager
 def atomic_folder(output: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``output`` in one rename."""
+    """Yield a temporary sibling folder; on success it replaces ``output`` in one rename.
+
+    A run killed at any point leaves the previous ``output`` (or none), never a half folder:
+    the temp sibling is ``.NAME.tmp-PID-XXXX`` and the next run removes those of dead PIDs.
+    Replacing an existing folder is one atomic exchange where the OS offers it (Linux). A full
+    disk is reported as an :class:`OutputError` and leaves nothing behind.
+    """
     out = Path(output).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale_siblings(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     os.chmod(tmp, 0o755)
     try:
         yield tmp
@@ -63,14 +141,31 @@ def atomic_folder(output: str | os.PathLike, overwrite: bool = False) -> Iterato
         if out.exists():
             if any(out.iterdir()) and not overwrite:
                 raise OutputError(f"output folder {output} already exists: pass --overwrite to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            if not _exchange(tmp, out):  # fallback: two renames (a crash in between leaves no output)
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+                os.replace(out, old / "x")
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            # after an exchange, ``tmp`` holds the previous output: removed below
         else:
             os.replace(tmp, out)
+        _fsync_dir(out.parent)
+    except BaseException as exc:
+        if not isinstance(exc, OutputError) and _is_disk_full(exc):
+            raise OutputError(f"no space left on the device while writing {output}: free some space or "
+                              "choose another --output (nothing was written)") from exc
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -78,6 +173,8 @@ def _fsync_tree(folder: Path) -> None:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        _fsync_dir(d)
 
 
 def folder_bytes(folder: str | os.PathLike, pattern: str = "*") -> int:

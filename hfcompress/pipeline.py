@@ -116,8 +116,19 @@ def save_bundle(bundle: ModelBundle, folder: Path) -> None:
         bundle.model.save_pretrained(folder)
     if bundle.tokenizer is not None:
         bundle.tokenizer.save_pretrained(folder)
-    for pickle in folder.glob("*.bin"):
-        raise HFCompressError(f"refusing to write pickle file {pickle.name}: only safetensors are written")
+    refuse_pickles(folder)
+
+
+#: Suffixes of pickle-based files, never written into an output folder.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refuse_pickles(folder: Path) -> None:
+    """Raise if any pickle-based file (``*.bin``, ``*.pt``, ...) is in ``folder`` (recursively)."""
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
+            raise HFCompressError(f"refusing to write pickle file {p.relative_to(folder)}: "
+                                  "only safetensors are written")
 
 
 def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
@@ -186,6 +197,7 @@ def compress(
             for name, data in ctx.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
+            refuse_pickles(tmp)  # extra files too: only safetensors
             # Published files carry no local paths or tokens (secrets.scrub).
             (tmp / RECIPE_NAME).write_text(dump_recipe(Recipe.model_validate(scrub(recipe.to_dict()))))
             report = scrub(build_report(bundle, recipe, ctx, params_before, bytes_before, tmp))

@@ -22,7 +22,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line plus a hint (exit 2)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        from ..secrets import redact
+
+        self.exit(2, f"error: {redact(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("HFCOMPRESS_DEBUG") == "1"
+    _register_argv_secrets(argv)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -74,6 +77,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected failure: {redact(one_line)} (re-run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _register_argv_secrets(argv: list[str]) -> None:
+    """Tokens given on the command line (``--token T``, ``--token=T``, ``hub serve --token U:T:ORGS``)
+    are redacted from everything printed, even if an error happens before they are used."""
+    from ..secrets import register_secret
+
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--token" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--token="):
+            value = arg.split("=", 1)[1]
+        if value:
+            register_secret(value)
+            parts = value.split(":")
+            if len(parts) in (2, 3):  # USER:TOKEN[:ORGS]
+                register_secret(parts[1])
 
 
 if __name__ == "__main__":  # pragma: no cover

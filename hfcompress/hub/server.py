@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -495,12 +496,94 @@ def _parse_line(line: bytes, store: Store) -> dict:
     return item
 
 
+def parse_nth(spec: str | list | None, flag: str = "--fail-nth") -> set[int]:
+    """``"3"``, ``"3,5"``, ``"2-4,9"`` (or a list of ints) -> a set of 1-based request numbers."""
+    if spec is None or spec == "":
+        return set()
+    items = spec if isinstance(spec, list) else str(spec).split(",")
+    out: set[int] = set()
+    try:
+        for item in items:
+            if isinstance(item, int):
+                out.add(item)
+                continue
+            item = item.strip()
+            if not item:
+                continue
+            lo, _, hi = item.partition("-")
+            out.update(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise ValueError(f"{flag} expects request numbers like 3, 3,5 or 2-4, got {spec!r}") from None
+    if any(n < 1 for n in out):
+        raise ValueError(f"{flag}: request numbers start at 1, got {spec!r}")
+    return out
+
+
+@dataclass
+class Faults:
+    """Fault injection for reliability tests (see ``docs/HUB.md``).
+
+    Requests are numbered from 1; with ``match`` (a regex searched in ``"METHOD /path"``)
+    only matching requests are numbered (and can fail). For the numbered request N:
+    ``fail`` answers ``fail_status``; ``drop`` closes the connection without an answer;
+    ``cut`` answers but closes the connection half-way through the body (an interrupted
+    download); ``delay`` sleeps ``delay_ms`` first (every numbered request when ``delay`` is
+    empty and ``delay_ms`` > 0). ``injected`` counts what was done.
+    """
+
+    match: str | None = None
+    fail: set[int] = field(default_factory=set)
+    fail_status: int = 503
+    drop: set[int] = field(default_factory=set)
+    cut: set[int] = field(default_factory=set)
+    delay: set[int] = field(default_factory=set)
+    delay_ms: float = 0.0
+    counter: int = 0
+    injected: dict[str, int] = field(default_factory=lambda: {"fail": 0, "drop": 0, "cut": 0, "delay": 0})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Faults:
+        known = {"match", "fail_nth", "fail_status", "drop_nth", "cut_nth", "delay_nth", "delay_ms"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown fault keys {sorted(unknown)}: use {sorted(known)}")
+        match = d.get("match") or None
+        if match is not None:
+            re.compile(match)
+        status = int(d.get("fail_status") or 503)
+        if not 400 <= status <= 599:
+            raise ValueError(f"fail_status must be an HTTP error status (400-599), got {status}")
+        return cls(match=match, fail=parse_nth(d.get("fail_nth"), "fail_nth"), fail_status=status,
+                   drop=parse_nth(d.get("drop_nth"), "drop_nth"), cut=parse_nth(d.get("cut_nth"), "cut_nth"),
+                   delay=parse_nth(d.get("delay_nth"), "delay_nth"), delay_ms=float(d.get("delay_ms") or 0.0))
+
+    def to_dict(self) -> dict:
+        return {"match": self.match, "fail_nth": sorted(self.fail), "fail_status": self.fail_status,
+                "drop_nth": sorted(self.drop), "cut_nth": sorted(self.cut), "delay_nth": sorted(self.delay),
+                "delay_ms": self.delay_ms, "counter": self.counter, "injected": dict(self.injected)}
+
+    def decide(self, request_line: str) -> tuple[int, str | None, float]:
+        """``(n, action, delay_s)`` for this request (``n`` = 0 when it is not numbered)."""
+        if self.match and not re.search(self.match, request_line):
+            return 0, None, 0.0
+        self.counter += 1
+        n = self.counter
+        delay = self.delay_ms / 1000.0 if (n in self.delay or (not self.delay and self.delay_ms > 0)) else 0.0
+        if delay:
+            self.injected["delay"] += 1
+        for action, nth in (("fail", self.fail), ("drop", self.drop), ("cut", self.cut)):
+            if n in nth:
+                self.injected[action] += 1
+                return n, action, delay
+        return n, None, delay
+
+
 @dataclass
 class ServerConfig:
     users: list[User]
     lfs_threshold: int | None = None  # answer uploadMode "lfs" from this size on (None: never)
-    fail_nth: set[int] = field(default_factory=set)
-    fail_status: int = 503
+    faults: Faults = field(default_factory=Faults)
+    fault_control: bool = False  # allow /api/_hfcompress/faults (tests only)
     stall_s: float = 0.0  # seconds per MiB of request body
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
@@ -519,6 +602,7 @@ class HubServer(ThreadingHTTPServer):
         self.counter_lock = threading.Lock()
 
 
+FAULTS_PATH = "/api/_hfcompress/faults"
 _RepoPath = r"(?P<repo>[^/]+/[^/]+)"
 _API = r"/api/(?P<type>models|datasets|spaces)/" + _RepoPath
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -565,14 +649,26 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self.body = Body(self.rfile, self.headers, self.server.config.stall_s)
         self.user: User | None = None
+        self.cut = False
         split = urlsplit(self.path)
         self.query = parse_qs(split.query)
         try:
+            if split.path == FAULTS_PATH:
+                self._faults_control()
+                return
             with self.server.counter_lock:
                 self.server.counter += 1
-                n = self.server.counter
-            if n in self.server.config.fail_nth:
-                raise HubHTTPError(self.server.config.fail_status, f"injected failure on request #{n}")
+                n, action, delay = self.server.config.faults.decide(f"{self.command} {split.path}")
+            if delay:
+                time.sleep(delay)
+            if action == "fail":
+                raise HubHTTPError(self.server.config.faults.fail_status, f"injected failure on request #{n}")
+            if action == "drop":  # no answer at all: the client sees the connection close
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.cut = action == "cut"
             self._authenticate()
             for method, pattern, name in ROUTES:
                 m = pattern.match(split.path)
@@ -596,6 +692,27 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _dispatch  # noqa: N815
 
+    def _faults_control(self) -> None:
+        """GET: the fault settings and counts; POST a JSON object: replace them (counter reset)."""
+        if not self.server.config.fault_control:
+            raise HubHTTPError(404, "fault control is off: start the server with --fault-control")
+        if self.command == "POST":
+            try:
+                faults = Faults.from_dict(self._json())
+            except (ValueError, TypeError) as exc:
+                raise HubHTTPError(400, str(exc)) from None
+            with self.server.counter_lock:
+                self.server.config.faults = faults
+        elif self.command != "GET":
+            raise HubHTTPError(405, "use GET or POST")
+        self._send(200, self.server.config.faults.to_dict())
+
+    def _cut_connection(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
     def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None,
               raw: bytes | None = None) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
@@ -607,6 +724,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self.body.done:
             self.send_header("Connection", "close")
         self.end_headers()
+        if self.cut:  # injected: half the body, then the connection goes away
+            self.wfile.write(data[: len(data) // 2])
+            self._cut_connection()
+            return
         if self.command != "HEAD":
             self.wfile.write(data)
 
@@ -1070,10 +1191,14 @@ class Handler(BaseHTTPRequestHandler):
                         raise HubHTTPError(404, f"A folder with this name doesn't exist: {path}", "EntryNotFound")
                     for p in gone:
                         del tree[p]
-            sha = store.write_commit(tree, [head], str(header.get("summary") or "Upload files"),
-                                     str(header.get("description") or ""), user.name)
-            refs["branches"][rev] = sha
-            store.set_refs(repo_type, repo, refs)
+            if tree == store.commit(head)["tree"]:
+                # Nothing changes (e.g. a commit retried after its answer was lost): no empty commit.
+                sha = head
+            else:
+                sha = store.write_commit(tree, [head], str(header.get("summary") or "Upload files"),
+                                         str(header.get("description") or ""), user.name)
+                refs["branches"][rev] = sha
+                store.set_refs(repo_type, repo, refs)
         self._send(200, {"success": True, "commitOid": sha, "pullRequestUrl": None,
                          "commitUrl": f"{self._url(repo_type, repo)}/commit/{sha}"})
 
@@ -1116,12 +1241,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         if self.command == "HEAD" or length == 0:
+            if self.cut:
+                self._cut_connection()
             return
         with open(self.server.store.blob_path(entry["sha256"]), "rb") as f:
             f.seek(start)
             left = length
+            stop_at = length // 2 if self.cut else -1  # injected: interrupted download
             while left > 0:
-                chunk = f.read(min(CHUNK, left))
+                if length - left >= stop_at >= 0:
+                    self._cut_connection()
+                    return
+                want = min(CHUNK, left) if stop_at < 0 else max(min(CHUNK, left, stop_at - (length - left)), 1)
+                chunk = f.read(want)
                 if not chunk:
                     break
                 self.wfile.write(chunk)
@@ -1146,9 +1278,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lfs-threshold", type=int, default=None, metavar="BYTES",
                    help="answer uploadMode 'lfs' for LFS-type files of at least BYTES (only for clients run with "
                         "HF_HUB_DISABLE_XET=1; default: always 'regular')")
-    p.add_argument("--fail-nth", default="", metavar="N[,M...]",
+    p.add_argument("--fail-nth", default="", metavar="N[,M-K...]",
                    help="fault injection: answer the Nth request(s) (1-based) with --fail-status")
     p.add_argument("--fail-status", type=int, default=503, help="status for --fail-nth (default 503)")
+    p.add_argument("--drop-nth", default="", metavar="N[,M-K...]",
+                   help="fault injection: close the connection of the Nth request(s) without an answer")
+    p.add_argument("--cut-nth", default="", metavar="N[,M-K...]",
+                   help="fault injection: answer the Nth request(s) but cut the connection half-way "
+                        "through the body (an interrupted download)")
+    p.add_argument("--delay-nth", default="", metavar="N[,M-K...]",
+                   help="fault injection: delay the Nth request(s) by --delay-ms (default: every request)")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="fault injection: delay before answering")
+    p.add_argument("--fault-match", default=None, metavar="REGEX",
+                   help="number (and fault) only the requests whose 'METHOD /path' matches REGEX")
+    p.add_argument("--fault-control", action="store_true",
+                   help=f"tests only: accept GET/POST {FAULTS_PATH} to read / replace the fault settings")
     p.add_argument("--stall-ms", type=float, default=0.0,
                    help="fault injection: sleep this long per MiB of request/response body")
 
@@ -1159,11 +1303,14 @@ def make_server(args: argparse.Namespace) -> HubServer:
         users += [parse_token_spec(line.strip()) for line in Path(args.token_file).read_text().splitlines()
                   if line.strip() and not line.startswith("#")]
     try:
-        fail_nth = {int(x) for x in args.fail_nth.split(",") if x.strip()}
-    except ValueError:
-        raise SystemExit(f"error: --fail-nth expects integers like 3 or 3,5, got {args.fail_nth!r}") from None
-    config = ServerConfig(users=users, lfs_threshold=args.lfs_threshold, fail_nth=fail_nth,
-                          fail_status=args.fail_status, stall_s=args.stall_ms / 1000.0)
+        faults = Faults.from_dict({"match": args.fault_match, "fail_nth": args.fail_nth,
+                                   "fail_status": args.fail_status, "drop_nth": args.drop_nth,
+                                   "cut_nth": args.cut_nth, "delay_nth": args.delay_nth,
+                                   "delay_ms": args.delay_ms})
+    except (ValueError, re.error) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    config = ServerConfig(users=users, lfs_threshold=args.lfs_threshold, faults=faults,
+                          fault_control=args.fault_control, stall_s=args.stall_ms / 1000.0)
     return HubServer((args.host, args.port), Store(Path(args.data)), config)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,19 @@ from ..secrets import register_secret
 T = TypeVar("T")
 WEIGHT_PATTERNS = ("*.safetensors", "adapter_model.safetensors", "adapter_model.bin", "*.gguf")
 IGNORE_PATTERNS = [".*", "**/.*", "*.lock", "__pycache__/*", "**/__pycache__/*"]
-RETRIES = 4
+#: Tries per Hub step (push / pull) on transient errors, and the exponential back-off between
+#: them (seconds, doubled each time, capped). ``HFCOMPRESS_HUB_RETRIES`` / ``HFCOMPRESS_HUB_BACKOFF_S``
+#: override them (tests use a short back-off).
+RETRIES = max(1, int(os.environ.get("HFCOMPRESS_HUB_RETRIES") or 4))
+BACKOFF_S = float(os.environ.get("HFCOMPRESS_HUB_BACKOFF_S") or 1.0)
+MAX_BACKOFF_S = 8.0
+_TRANSIENT_NAMES = ("ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ReadTimeout",
+                    "ConnectTimeout", "WriteTimeout", "PoolTimeout", "NetworkError", "TimeoutException",
+                    "IncompleteRead", "ChunkedEncodingError")
+
+
+class TransientHubError(HubError):
+    """The Hub kept failing with transient errors (5xx, 429, dropped connections) after every retry."""
 
 
 def _token(token: str | None) -> str | None:
@@ -57,32 +68,56 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(lines[:2])
 
 
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
 def _is_transient(exc: BaseException) -> bool:
+    """5xx / 429 / 408 answers, dropped connections and timeouts, also when wrapped in another
+    error (``snapshot_download`` turns a 503 into ``LocalEntryNotFoundError(...) from err``)."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        return status is not None and (status >= 500 or status == 429)
-    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in (
-        "ConnectError", "ReadError", "WriteError", "RemoteProtocolError", "ReadTimeout", "ConnectTimeout")
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if type(cur).__name__ == "OfflineModeIsEnabled":  # a ConnectionError, but retrying cannot help
+            return False
+        if isinstance(cur, HfHubHTTPError):
+            status = _status(cur)
+            if status is not None:
+                return status >= 500 or status in (408, 429)
+        elif isinstance(cur, (ConnectionError, TimeoutError)) or type(cur).__name__ in _TRANSIENT_NAMES:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
-def _with_retries(fn: Callable[[], T], what: str) -> T:
+def _with_retries(fn: Callable[[], T], what: str, repo_id: str = "") -> T:
     """Run ``fn`` with bounded retries and exponential back-off on transient errors.
 
     ``huggingface_hub`` already retries most idempotent requests (``http_backoff``); this
     covers the steps it does not (the commit POST, whole-file downloads). A commit is
-    atomic on the server, so retrying it after a failure cannot leave a half-pushed repo.
+    atomic on the server, so retrying it after a failure cannot leave a half-pushed repo
+    (and ``create_commit`` skips files the remote already has, so a commit whose answer was
+    lost is not made twice). After the last try: :class:`TransientHubError`.
     """
-    delay = 1.0
+    delay = BACKOFF_S
     for attempt in range(1, RETRIES + 1):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - classified below
-            if attempt == RETRIES or not _is_transient(exc):
+            if not _is_transient(exc):
                 raise
+            if attempt == RETRIES:
+                status = _status(exc)
+                cause = f"HTTP {status}" if status else _first_line(exc)[:200]
+                raise TransientHubError(
+                    f"{what} on {repo_id or 'the Hub'} failed {RETRIES} times with transient errors "
+                    f"(last: {cause}): the Hub is unreachable or overloaded, try again later") from exc
             time.sleep(delay)
-            delay = min(delay * 2, 8.0)
+            delay = min(delay * 2, MAX_BACKOFF_S)
     raise AssertionError("unreachable")
 
 
@@ -103,8 +138,11 @@ def _translate(exc: Exception, repo_id: str, revision: str | None) -> HubError:
         return HubError(f"file not found in {repo_id}: {_first_line(exc)}")
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else "?"
-        if status in (401, 403):
-            return HubError(f"not allowed on {repo_id} (HTTP {status}): the token cannot write there; "
+        if status == 401:
+            return HubError(f"the Hub refused the token for {repo_id} (HTTP 401: missing, invalid or expired "
+                            "token): check HF_TOKEN / --token")
+        if status == 403:
+            return HubError(f"not allowed on {repo_id} (HTTP 403): the token cannot write there; "
                             "check HF_TOKEN / --token and the namespace")
         return HubError(f"Hub request for {repo_id} failed (HTTP {status}): {_first_line(exc)}")
     return HubError(f"Hub request for {repo_id} failed: {_first_line(exc)}")
@@ -153,19 +191,52 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
 
         write_card(path, repo_id=repo_id)  # every pushed hfcompress output carries its card
     api = HfApi(endpoint=_endpoint(endpoint), token=tok, library_name="hfcompress")
+    created_repo = created_branch = False
     try:
-        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), "create repo")
+        created_repo = _with_retries(lambda: _create(api.create_repo, repo_id, private=private),
+                                     "creating the repo", repo_id)
         if revision and revision != "main":
-            _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch")
+            created_branch = _with_retries(lambda: _create(api.create_branch, repo_id, branch=revision),
+                                           "creating the branch", repo_id)
         info = _with_retries(lambda: api.upload_folder(
             folder_path=str(path), repo_id=repo_id, revision=revision,
             commit_message=commit_message or f"Upload {path.name} with hfcompress",
-            ignore_patterns=IGNORE_PATTERNS), "commit")
-    except HfHubHTTPError as exc:
-        raise _translate(exc, repo_id, revision) from exc
-    except (OSError, ValueError) as exc:
-        raise HubError(f"push to {repo_id} failed: {_first_line(exc)}") from exc
+            ignore_patterns=IGNORE_PATTERNS), "the push", repo_id)
+    except Exception as exc:
+        # A failed push leaves the remote as it was: what this push created goes away again.
+        _undo(api, repo_id, revision if created_branch else None, created_repo)
+        if isinstance(exc, HubError):
+            raise
+        if isinstance(exc, HfHubHTTPError):
+            raise _translate(exc, repo_id, revision) from exc
+        if isinstance(exc, (OSError, ValueError)):
+            raise HubError(f"push to {repo_id} failed: {_first_line(exc)}") from exc
+        raise
     return str(info.commit_url if hasattr(info, "commit_url") else info)
+
+
+def _create(create: Callable[..., Any], repo_id: str, **kwargs: Any) -> bool:
+    """Create a repo / branch; True if this call created it, False if it already existed (409)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        create(repo_id, exist_ok=False, **kwargs)
+        return True
+    except HfHubHTTPError as exc:
+        if _status(exc) == 409:
+            return False
+        raise
+
+
+def _undo(api: Any, repo_id: str, branch: str | None, repo: bool) -> None:
+    """Best effort: delete the repo (or branch) a failed push created."""
+    try:
+        if repo:
+            _with_retries(lambda: api.delete_repo(repo_id, missing_ok=True), "cleaning up", repo_id)
+        elif branch:
+            _with_retries(lambda: api.delete_branch(repo_id, branch=branch), "cleaning up", repo_id)
+    except Exception:  # noqa: BLE001 - the push error is what the user needs to see
+        pass
 
 
 def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None = None,
@@ -180,31 +251,33 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
+    from ..io import atomic_folder
+
     tok = _token(token)
     out = Path(output) if output else None
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"output folder {out} exists and is not empty: choose another --output or remove it")
-    tmp: Path | None = None
-    try:
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        folder = Path(_with_retries(lambda: snapshot_download(
+
+    def download(local_dir: Path | None) -> Path:
+        return Path(_with_retries(lambda: snapshot_download(
             repo_id, revision=revision, token=tok or False, endpoint=_endpoint(endpoint),
-            local_dir=str(tmp) if tmp else None), "download"))
-        if out is not None and tmp is not None:
-            shutil.rmtree(tmp / ".cache", ignore_errors=True)
-            if out.exists():
-                out.rmdir()
-            os.replace(tmp, out)
-            folder, tmp = out, None
+            local_dir=str(local_dir) if local_dir else None), "the download", repo_id))
+
+    try:
+        if out is None:
+            folder = download(None)
+        else:
+            # Temp sibling + rename: an interrupted pull leaves no half folder at ``output``.
+            with atomic_folder(out) as tmp:
+                download(tmp)
+                shutil.rmtree(tmp / ".cache", ignore_errors=True)
+            folder = out
+    except HubError:
+        raise
     except HfHubHTTPError as exc:
         raise _translate(exc, repo_id, revision) from exc
     except (OSError, ValueError) as exc:
         if type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
             raise HubError(f"cannot reach the Hub for {repo_id}: {_first_line(exc)}") from exc
         raise HubError(f"pull of {repo_id} failed: {_first_line(exc)}") from exc
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return (load_model(folder) if load else None), folder

@@ -166,11 +166,11 @@ def _resolve(name: str, revision: str | None, token: str | None) -> tuple[Path, 
         ) from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"revision {revision!r} of {name} does not exist: check the branch, tag or commit") from None
-    except EntryNotFoundError:
-        raise ModelLoadError(f"{name} has no config.json: it is not a transformers model repo") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: must come first
         raise ModelLoadError(f"cannot reach the Hub to download {name} and it is not cached: "
                              "check HF_ENDPOINT / the network, or give a local folder") from None
+    except EntryNotFoundError:
+        raise ModelLoadError(f"{name} has no config.json: it is not a transformers model repo") from None
     except HfHubHTTPError as exc:
         raise ModelLoadError(f"Hub error while fetching {name}: {str(exc).splitlines()[0]}") from None
     except ValueError as exc:  # malformed repo id
