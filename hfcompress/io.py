@@ -169,8 +169,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _fsync_tree(folder: Path) -> None:
+    """fsync every file and folder; files get ordinary permissions (safetensors writes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
     for p in folder.rglob("*"):
         if p.is_file():
+            os.chmod(p, 0o666 & ~umask)
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
     for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
