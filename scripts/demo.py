@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / os.environ.get("DEMO_RECIPE", "recipes/wanda-50-nf4.yaml")
+RECIPE = ROOT / os.environ.get("DEMO_RECIPE", "recipes/demo-wanda-50-nf4.yaml")
 OUTPUT = ROOT / "demo-output" / "SmolLM2-135M-Instruct-wanda50-nf4"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

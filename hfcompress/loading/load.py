@@ -65,6 +65,7 @@ class ModelSource:
     revision: str | None = None
     commit: str | None = None
     local_name: str | None = None
+    license: str | None = None
 
     @property
     def is_hub(self) -> bool:
@@ -177,7 +178,19 @@ def _resolve(name: str, revision: str | None, token: str | None) -> tuple[Path, 
         raise ModelLoadError(f"{name!r} is neither an existing folder nor a valid Hub repo id ({exc})") from None
     # .../snapshots/<commit>/config.json: the resolved commit of this revision.
     commit = config_file.parent.name if config_file.parent.parent.name == "snapshots" else None
-    return config_file.parent, ModelSource(repo_id=name, revision=revision, commit=commit)
+    return config_file.parent, ModelSource(repo_id=name, revision=revision, commit=commit,
+                                           license=_hub_license(name, commit or revision, token))
+
+
+def _hub_license(repo_id: str, revision: str | None, token: str | None) -> str | None:
+    """The ``license`` of the repo's model card, if it has one (inherited by our cards)."""
+    from huggingface_hub import ModelCard, hf_hub_download
+
+    try:
+        card = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
+        return ModelCard.load(card, ignore_metadata_errors=True).data.license
+    except Exception:  # noqa: BLE001 - a missing / unreadable card only means "license unknown"
+        return None
 
 
 def load(
