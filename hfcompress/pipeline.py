@@ -63,19 +63,11 @@ class CompressResult:
 
 
 def count_parameters(model: Any) -> dict[str, int]:
-    """Total and non-zero parameter counts (tied weights counted once)."""
-    total = nonzero = 0
-    seen: set[int] = set()
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        if p.is_floating_point():
-            nonzero += int((p != 0).sum())
-        else:
-            nonzero += p.numel()
-    return {"parameters": total, "nonzero_parameters": nonzero}
+    """Total and non-zero parameter counts (tied weights once; packed 4-bit weights unpacked)."""
+    from .evaluate.efficiency import size_figures
+
+    figures = size_figures(model)
+    return {"parameters": figures["parameters"], "nonzero_parameters": figures["nonzero_parameters"]}
 
 
 def run_stage(bundle: ModelBundle, config: StageConfig, ctx: StageContext | None = None) -> dict[str, Any]:

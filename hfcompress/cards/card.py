@@ -61,7 +61,8 @@ def _stage_facts(report: dict[str, Any]) -> tuple[list[str], str | None, list[st
     for rec in report.get("stages", []):
         family, method, params = rec["family"], rec["method"], rec.get("params", {})
         summary = rec.get("summary") or {}
-        tags.append(method)
+        if family != "evaluate":
+            tags.append(method)
         calib = params.get("calibration") or {}
         if isinstance(calib, dict) and calib.get("dataset"):
             datasets.append(calib["dataset"])
@@ -128,7 +129,7 @@ def _evaluation_table(report: dict[str, Any]) -> str:
     except ImportError:
         render_markdown = None
     if render_markdown is not None:
-        return render_markdown(report)
+        return render_markdown(report, title=None)
     rows = ["| metric | dataset | model | value |", "|---|---|---|---|"]
     for e in report["evaluation"]:
         rows.append(f"| {e.get('metric')} | {_public(e.get('dataset', ''))} | {e.get('model', 'compressed')} "

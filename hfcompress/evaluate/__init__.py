@@ -33,17 +33,6 @@ __all__ = [
 ]
 
 
-def _make_package_callable() -> None:
-    """``hfcompress.evaluate`` is both this package and (lazily) the verb: make the package
-    callable too, so ``hfcompress.evaluate(model, ...)`` works whichever one the attribute holds."""
-    import sys
-    import types
+from .._verbs import make_package_callable  # noqa: E402
 
-    class _CallablePackage(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            return evaluate(*args, **kwargs)
-
-    sys.modules[__name__].__class__ = _CallablePackage
-
-
-_make_package_callable()
+make_package_callable(__name__, "evaluate")

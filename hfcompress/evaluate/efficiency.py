@@ -118,16 +118,26 @@ def logical_numel(t: Any) -> int:
 
 
 def _dense_float(t: Any) -> Any | None:
-    """A float view of ``t`` to count zeros in, or None (packed / integer storage)."""
+    """A float (or int8) view of ``t`` to count zeros in, or None when its packing is unknown."""
     import torch
 
-    if type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(t, "dequantize"):
+    qs = getattr(t, "quant_state", None)
+    if qs is not None:  # bitsandbytes 4-bit: NF4 / FP4 both have an exact zero code
+        try:
+            import bitsandbytes.functional as bnbf
+
+            return bnbf.dequantize_4bit(t.data, qs)
+        except Exception:  # noqa: BLE001 - unknown packing: do not guess
+            return None
+    # Tensor subclasses with their own dequantize (quanto QTensor...); torch.Tensor.dequantize
+    # itself is for torch's quantized dtypes and would read packed storage as values.
+    if type(t).dequantize is not torch.Tensor.dequantize:
         try:
             return t.dequantize()
         except Exception:  # noqa: BLE001
             return None
-    if getattr(t, "quant_state", None) is not None:
-        return None
+    if t.dtype == torch.int8:  # bitsandbytes LLM.int8 rows: zero stays zero after scaling
+        return t
     return t if t.is_floating_point() else None
 
 

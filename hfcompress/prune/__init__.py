@@ -14,3 +14,8 @@ from .wanda import WandaConfig
 
 __all__ = ["MagnitudeConfig", "PruneConfig", "SparseGPTConfig", "TaylorConfig", "ThresholdConfig",
            "WandaConfig", "prune"]
+
+
+from .._verbs import make_package_callable  # noqa: E402
+
+make_package_callable(__name__, "prune")

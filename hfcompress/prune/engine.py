@@ -117,15 +117,28 @@ def check_widths(linears: dict[str, nn.Linear], nm: tuple[int, int] | None) -> N
 
 # -- calibration data ---------------------------------------------------------------------
 
-def calibration_ids(bundle: Any, cal: Any) -> torch.Tensor:
-    """``[samples, seq_len]`` windows; checks the model's position limit first."""
-    from ..data import calibration_ids as _ids
+_TEXTS: dict[tuple, list[str]] = {}
 
+
+def calibration_ids(bundle: Any, cal: Any) -> torch.Tensor:
+    """``[samples, seq_len]`` windows; checks the model's position limit first.
+
+    The dataset's texts are cached per process (keyed by dataset/config/split/column/revision).
+    """
+    from ..data import calibration_ids as _ids
+    from ..data import load_texts
+
+    if bundle.tokenizer is None:
+        raise UsageError("calibration needs a tokenizer, and this model has none: save one with the model")
     limit = getattr(bundle.model.config, "max_position_embeddings", None)
     if limit and cal.seq_len > limit:
         raise UsageError(f"calibration seq_len {cal.seq_len} exceeds the model's max_position_embeddings "
                          f"{limit}: lower --seq-len")
-    return _ids(bundle.tokenizer, cal)
+    key = (cal.dataset, cal.config, cal.split, cal.text_column, cal.revision)
+    if key not in _TEXTS:
+        _TEXTS.clear()
+        _TEXTS[key] = load_texts(cal.dataset, cal.config, cal.split, cal.text_column, cal.revision)
+    return _ids(bundle.tokenizer, cal, texts=_TEXTS[key])
 
 
 class _Stop(Exception):

@@ -1,0 +1,67 @@
+"""Magnitude pruning: zero the weights of smallest |w|.
+
+``scope="layer"`` (default): exactly round(numel * sparsity) zeros per matrix; ``"row"``:
+per output row; ``"global"``: one threshold over all targeted matrices (layers end up with
+different sparsities). With ``pattern="N:M"`` the M - N smallest of every M consecutive inputs.
+With ``structured`` the importance of an FFN channel / head group is the L2 norm of its weights.
+No calibration data is needed (except ``structured="layers"``, which ranks layers by the
+angular distance between their input and output hidden states).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..registry import register_method
+from .base import PruneConfig
+from .engine import (
+    arch_info,
+    check_widths,
+    finish_unstructured,
+    global_threshold,
+    prune_mask,
+    sparsity_for,
+    target_linears,
+)
+
+
+class MagnitudeConfig(PruneConfig):
+    """Magnitude pruning (per layer, per row or global; N:M; structured by weight norms)."""
+
+    supports_pattern = True
+    supports_structured = True
+    method: Literal["magnitude"] = "magnitude"
+    scope: Literal["layer", "row", "global"] = "layer"
+
+
+@torch.no_grad()
+def apply_magnitude(bundle, cfg: MagnitudeConfig, ctx):
+    if cfg.structured:
+        from .structured import apply_structured
+
+        return apply_structured(bundle, cfg, ctx, importance="magnitude")
+    model = bundle.model
+    info = arch_info(model)
+    linears = target_linears(model, info, cfg.targets, cfg.exclude)
+    nm = cfg.nm()
+    check_widths(linears, nm)
+    s = cfg.effective_sparsity()
+    if cfg.scope == "global" and nm is None:
+        if cfg.overrides:
+            from ..errors import UsageError
+
+            raise UsageError("overrides do not apply to scope=global: use scope=layer")
+        t = global_threshold([lin.weight.detach().abs() for lin in linears.values()], s)
+        for lin in linears.values():
+            lin.weight.masked_fill_(lin.weight.abs() < t, 0)
+        return finish_unstructured(bundle, cfg, linears, {"scope": "global", "threshold": t})
+    for name, lin in linears.items():
+        sp = sparsity_for(name, s, cfg.overrides)
+        mask = prune_mask(lin.weight.detach().abs().float(), sp, nm, per=cfg.scope)
+        lin.weight.masked_fill_(mask, 0)
+    return finish_unstructured(bundle, cfg, linears, {"scope": cfg.scope})
+
+
+register_method("prune", "magnitude", MagnitudeConfig, apply_magnitude)

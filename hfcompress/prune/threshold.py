@@ -1,0 +1,40 @@
+"""Threshold pruning: zero every targeted weight with |w| below a threshold.
+
+Give the threshold directly (``threshold: 0.01``) or let it be found from ``sparsity``: the
+single global magnitude threshold over all targeted matrices that zeros that fraction of
+their weights (global magnitude pruning).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from ..registry import register_method
+from .base import PruneConfig
+from .engine import arch_info, finish_unstructured, global_threshold, target_linears
+
+
+class ThresholdConfig(PruneConfig):
+    """Zero weights with |w| < threshold (given, or found globally from `sparsity`)."""
+
+    method: Literal["threshold"] = "threshold"
+    threshold: float | None = Field(None, ge=0.0, description="absolute |w| threshold; overrides sparsity")
+
+
+@torch.no_grad()
+def apply_threshold(bundle, cfg: ThresholdConfig, ctx):
+    model = bundle.model
+    info = arch_info(model)
+    linears = target_linears(model, info, cfg.targets, cfg.exclude)
+    t = cfg.threshold
+    if t is None:
+        t = global_threshold([lin.weight.detach().abs() for lin in linears.values()], cfg.effective_sparsity())
+    for lin in linears.values():
+        lin.weight.masked_fill_(lin.weight.abs() < t, 0)
+    return finish_unstructured(bundle, cfg, linears, {"threshold": t})
+
+
+register_method("prune", "threshold", ThresholdConfig, apply_threshold)
