@@ -1,0 +1,102 @@
+"""``hfcompress distill`` / ``finetune`` CLI: TrainingArguments pass-through, resume, errors, accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hfcompress.cli import main
+from hfcompress.distill._tiny import save_model, text_dataset, tiny_llama, tiny_tokenizer
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("distill-cli")
+    tok = tiny_tokenizer()
+    teacher = save_model(tiny_llama(len(tok), layers=4, seed=1), tok, base / "teacher")
+    ds = text_dataset(base / "ds")
+    return base, teacher, ds
+
+
+def _report(folder: Path) -> dict:
+    return json.loads((folder / "hfcompress.json").read_text())
+
+
+def test_cli_training_args_and_resume(setup, tmp_path, capsys):
+    _, teacher, ds = setup
+    out = tmp_path / "student"
+    common = ["distill", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
+              "--seq-len", "32", "--output", str(out), "--no-progress",
+              "--per_device_train_batch_size", "2", "--learning-rate", "1e-3", "--logging_steps", "1",
+              "--save_steps", "2", "--lr_scheduler_type", "constant"]
+    assert main([*common, "--max_steps", "4"]) == 0
+    ckpts = Path(f"{out}-checkpoints")
+    assert (ckpts / "checkpoint-4").is_dir()
+    first = _report(out)["stages"][0]
+    assert first["params"]["training"]["per_device_train_batch_size"] == 2
+    assert first["params"]["training"]["lr_scheduler_type"] == "constant"
+    assert first["summary"]["steps"] == 4
+    # resume with a larger budget: continues from checkpoint-4 to step 7
+    assert main([*common, "--max_steps", "7", "--resume-from-checkpoint", "--overwrite"]) == 0
+    s = _report(out)["stages"][0]["summary"]
+    assert s["steps"] == 7 and s["resumed_from"].endswith("checkpoint-4")
+    state = json.loads((ckpts / "checkpoint-6" / "trainer_state.json").read_text())
+    steps = [e["step"] for e in state["log_history"] if "loss" in e]
+    assert steps == list(range(1, 7))  # history from before the restart is kept, monotone
+    assert all("kd_loss" in e and "hard_loss" in e for e in state["log_history"] if "loss" in e)
+    assert (out / "model.safetensors").is_file() and (out / "recipe.yaml").is_file()
+    assert "distill/kd" in capsys.readouterr().out
+
+
+def test_cli_unknown_flag_is_one_line_error(setup, tmp_path, capsys):
+    _, teacher, ds = setup
+    code = main(["distill", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
+                 "--output", str(tmp_path / "o"), "--max_stepz", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--max_stepz" in err and len(err.splitlines()) == 1
+
+
+def test_cli_tokenizer_mismatch(setup, tmp_path, capsys):
+    _, teacher, ds = setup
+    other_tok = tiny_tokenizer(chars="abcdefghijklmnopqrstuvwxyz .")
+    student = save_model(tiny_llama(len(other_tok), layers=1, seed=2), other_tok, tmp_path / "other")
+    code = main(["distill", "--teacher", str(teacher), "--student", str(student), "--dataset", str(ds),
+                 "--output", str(tmp_path / "o"), "--max_steps", "1"])
+    assert code == 2 and "tokenizers differ" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_finetune_lora(setup, tmp_path):
+    _, teacher, ds = setup
+    out = tmp_path / "recovered"
+    assert main(["finetune", str(teacher), "--r", "2", "--loss", "kd", "--teacher", str(teacher),
+                 "--dataset", str(ds), "--seq-len", "32", "--output", str(out), "--no-progress",
+                 "--max_steps", "2", "--save_strategy", "no"]) == 0
+    s = _report(out)["stages"][0]["summary"]
+    assert s["merged"] is True and s["loss"] == "kd" and s["steps"] == 2
+
+
+@pytest.mark.slow  # a subprocess that imports torch/transformers/accelerate: ~15 s idle, ~60 s on a busy box
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
+                    reason="accelerate CLI not installed")
+def test_accelerate_launch_module_entry(setup, tmp_path):
+    _, teacher, ds = setup
+    out = tmp_path / "acc"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "hfcompress.distill.run", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
+           "--seq-len", "32", "--output", str(out), "--no-progress", "--max_steps", "2", "--save_strategy", "no"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _report(out)["stages"][0]["summary"]["steps"] == 2
