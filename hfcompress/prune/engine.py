@@ -365,3 +365,42 @@ def sparsity_summary(linears: dict[str, nn.Linear]) -> dict[str, Any]:
         per_layer[name] = round(z / w.numel(), 4)
     return {"target_sparsity_actual": round(zeros / max(total, 1), 5), "targeted_modules": len(linears),
             "targeted_parameters": total}
+
+
+@dataclass
+class CalibratedRun:
+    """What a calibrated unstructured method (Wanda, SparseGPT) needs before its pass."""
+
+    model: Any
+    info: ArchInfo
+    linears: dict[str, nn.Linear]
+    nm: tuple[int, int] | None
+    ids: torch.Tensor
+    base: float
+    block_sparsity: list[float] | None
+    extra: dict[str, Any]
+
+    def sparsity(self, name: str, overrides: dict[str, float]) -> float:
+        """Target sparsity of one Linear: OWL's per-block value (if on), then the overrides."""
+        s = self.base if self.block_sparsity is None else self.block_sparsity[block_index(name, self.info)]
+        return sparsity_for(name, s, overrides)
+
+
+def prepare_calibrated(bundle: Any, cfg: Any, ctx: Any) -> CalibratedRun:
+    """Targets, N:M check, calibration windows and (with ``cfg.owl``) OWL block sparsities."""
+    model = bundle.model
+    info = arch_info(model)
+    linears = target_linears(model, info, cfg.targets, cfg.exclude)
+    nm = cfg.nm()
+    check_widths(linears, nm)
+    ids = calibration_ids(bundle, cfg.calibration_or_default())
+    base = cfg.effective_sparsity()
+    block_sp = None
+    extra: dict[str, Any] = {}
+    if cfg.owl:
+        from .owl import owl_block_sparsities
+
+        block_sp = owl_block_sparsities(model, info, linears, ids, base, cfg.owl_lambda, cfg.owl_m,
+                                        cfg.batch_size, progress=ctx.progress)
+        extra["owl_block_sparsity"] = [round(x, 4) for x in block_sp]
+    return CalibratedRun(model, info, linears, nm, ids, base, block_sp, extra)

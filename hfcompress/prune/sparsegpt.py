@@ -20,16 +20,7 @@ from pydantic import Field
 from ..errors import HFCompressError
 from ..registry import register_method
 from .base import PruneConfig
-from .engine import (
-    Sequential,
-    arch_info,
-    block_index,
-    calibration_ids,
-    check_widths,
-    finish_unstructured,
-    sparsity_for,
-    target_linears,
-)
+from .engine import Sequential, finish_unstructured, prepare_calibrated
 
 
 class SparseGPTConfig(PruneConfig):
@@ -131,21 +122,8 @@ def _columns(W1, Q1, Err1, Hinv1, d, mask1, nm) -> None:
 
 @torch.no_grad()
 def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
-    model = bundle.model
-    info = arch_info(model)
-    linears = target_linears(model, info, cfg.targets, cfg.exclude)
-    nm = cfg.nm()
-    check_widths(linears, nm)
-    ids = calibration_ids(bundle, cfg.calibration_or_default())
-    base = cfg.effective_sparsity()
-    block_sp = None
-    extra = {}
-    if cfg.owl:
-        from .owl import owl_block_sparsities
-
-        block_sp = owl_block_sparsities(model, info, linears, ids, base, cfg.owl_lambda, cfg.owl_m,
-                                        cfg.batch_size, progress=ctx.progress)
-        extra["owl_block_sparsity"] = [round(x, 4) for x in block_sp]
+    run = prepare_calibrated(bundle, cfg, ctx)
+    model, info, linears, nm, ids, extra = run.model, run.info, run.linears, run.nm, run.ids, run.extra
     acc: dict[str, torch.Tensor] = {}
 
     def hessian(x: torch.Tensor, H: torch.Tensor | None = None) -> torch.Tensor:
@@ -164,8 +142,7 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
             else mods[0].weight.detach().float().clone()
         segs, r = [], 0
         for name, m in zip(names, mods, strict=True):
-            s = base if block_sp is None else block_sp[block_index(name, info)]
-            segs.append((r, r + m.out_features, sparsity_for(name, s, cfg.overrides)))
+            segs.append((r, r + m.out_features, run.sparsity(name, cfg.overrides)))
             r += m.out_features
         sparsegpt_prune(W, H, segs, nm, cfg.blocksize, cfg.percdamp)
         for (a, b, _), m in zip(segs, mods, strict=True):

@@ -18,17 +18,7 @@ from pydantic import Field
 
 from ..registry import register_method
 from .base import PruneConfig
-from .engine import (
-    Sequential,
-    arch_info,
-    block_index,
-    calibration_ids,
-    check_widths,
-    finish_unstructured,
-    prune_mask,
-    sparsity_for,
-    target_linears,
-)
+from .engine import Sequential, finish_unstructured, prepare_calibrated, prune_mask
 
 
 class WandaConfig(PruneConfig):
@@ -52,21 +42,8 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
         from .structured import apply_structured
 
         return apply_structured(bundle, cfg, ctx, importance="activations")
-    model = bundle.model
-    info = arch_info(model)
-    linears = target_linears(model, info, cfg.targets, cfg.exclude)
-    nm = cfg.nm()
-    check_widths(linears, nm)
-    ids = calibration_ids(bundle, cfg.calibration_or_default())
-    base = cfg.effective_sparsity()
-    block_sp = None
-    extra = {}
-    if cfg.owl:
-        from .owl import owl_block_sparsities
-
-        block_sp = owl_block_sparsities(model, info, linears, ids, base, cfg.owl_lambda, cfg.owl_m,
-                                        cfg.batch_size, progress=ctx.progress)
-        extra["owl_block_sparsity"] = [round(x, 4) for x in block_sp]
+    run = prepare_calibrated(bundle, cfg, ctx)
+    model, info, linears, nm, ids, extra = run.model, run.info, run.linears, run.nm, run.ids, run.extra
     acc: dict[str, torch.Tensor] = {}
 
     def on_chunk(names, x):
@@ -79,8 +56,7 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
         norm = sq.sqrt_()
         for name in names:
             lin = linears[name]
-            s = base if block_sp is None else block_sp[block_index(name, info)]
-            s = sparsity_for(name, s, cfg.overrides)
+            s = run.sparsity(name, cfg.overrides)
             score = lin.weight.detach().abs().float() * norm
             lin.weight.masked_fill_(prune_mask(score, s, nm, per="row"), 0)
 
