@@ -16,7 +16,6 @@ missing or does not match is rebuilt. Usage::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -27,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import HFCompressError
+from .io import sha256_file
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -49,17 +49,9 @@ def asset_path(repo_id: str) -> Path:
     return asset_root() / repo_id
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _manifest_files(folder: Path) -> dict[str, str]:
     return {
-        p.relative_to(folder).as_posix(): _sha256(p)
+        p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name not in (MANIFEST, CARD)
     }

@@ -181,6 +181,17 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(d)
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def folder_bytes(folder: str | os.PathLike, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob(pattern) if p.is_file())
 

@@ -8,7 +8,6 @@ readable, byte for byte, after the server is SIGKILLed and restarted. Loopback o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from hfcompress.io import sha256_file
 from hfcompress.testing.hub import start_hub_server
 
 BIG = 100 * 1024 * 1024 + 4321
@@ -40,14 +40,6 @@ CLIENT = textwrap.dedent('''
         info = api.upload_folder(folder_path=folder, repo_id=repo, commit_message="load test push")
         print(json.dumps({"oid": info.oid}))
 ''')
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_safetensors(path: Path, nbytes: int) -> None:
@@ -85,7 +77,7 @@ def test_concurrent_pulls_and_pushes_survive_restart(tmp_path: Path, monkeypatch
         big = _model(tmp_path / "big", BIG, "big")
         api.create_repo(big_repo)
         api.upload_folder(folder_path=str(big), repo_id=big_repo)
-        big_sha = _sha256(big / "model.safetensors")
+        big_sha = sha256_file(big / "model.safetensors")
         acked[big_repo] = (api.repo_info(big_repo).sha, big)
 
         procs = []
@@ -106,7 +98,7 @@ def test_concurrent_pulls_and_pushes_survive_restart(tmp_path: Path, monkeypatch
             assert proc.returncode == 0, f"{kind} {repo} failed: {stderr[-2000:]}"
             result = json.loads(stdout.strip().splitlines()[-1])
             if kind == "pull":
-                assert _sha256(path / "model.safetensors") == big_sha, f"{path}: corrupted download"
+                assert sha256_file(path / "model.safetensors") == big_sha, f"{path}: corrupted download"
                 assert json.loads((path / "config.json").read_text())["tag"] == "big"
             else:
                 acked[repo] = (result["oid"], path)
@@ -123,7 +115,7 @@ def test_concurrent_pulls_and_pushes_survive_restart(tmp_path: Path, monkeypatch
             for name in ("config.json", "model.safetensors"):
                 got = hf_hub_download(repo, name, revision=oid, endpoint=again.url, token=again.token,
                                       cache_dir=tmp_path / "verify")
-                assert _sha256(Path(got)) == _sha256(folder / name), f"{repo}/{name} differs after restart"
+                assert sha256_file(Path(got)) == sha256_file(folder / name), f"{repo}/{name} differs after restart"
         assert not list((data / "tmp").iterdir())
     finally:
         again.stop()

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import HubError, UsageError
+from ..io import sha256_file
 
 SEED_ORGS = ("HuggingFaceTB", "sentence-transformers", "Salesforce", "fixtures")
 MODEL_IDS = ("HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2")
@@ -53,14 +54,6 @@ def _git_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _local_files(folder: Path) -> dict[str, Path]:
     return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
@@ -80,7 +73,7 @@ def is_up_to_date(api, repo_id: str, repo_type: str, folder: Path) -> bool:
         if e is None or e.size != path.stat().st_size:
             return False
         if e.lfs is not None:
-            if e.lfs.sha256 != _sha256(path):
+            if e.lfs.sha256 != sha256_file(path):
                 return False
         elif e.blob_id != _git_sha1(path):
             return False
