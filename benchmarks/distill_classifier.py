@@ -20,9 +20,11 @@ from pathlib import Path
 
 import torch
 
+from hfcompress.data import local_datasets_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = os.path.expanduser("~/.cache/hfcompress/assets/sentence-transformers/all-MiniLM-L6-v2")
-DATA = "/work/shared/hub/datasets/fixtures/movie-review-snippets"
+DATA = str(local_datasets_dir() / "fixtures/movie-review-snippets")
 CACHE = Path(os.path.expanduser("~/.cache/hfcompress/teachers/minilm-l6-movie-review-snippets"))
 
 

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import torch
 
+from hfcompress.data import local_datasets_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 TEACHER = os.path.expanduser("~/.cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct")
-WIKITEXT = "/work/shared/hub/datasets/Salesforce/wikitext"
-ENWIKI = "/work/shared/hub/datasets/fixtures/enwiki-sample"
+WIKITEXT = str(local_datasets_dir() / "Salesforce/wikitext")
+ENWIKI = str(local_datasets_dir() / "fixtures/enwiki-sample")
 TEACHER_PPL = 28.13  # measured by the evaluate work with the same protocol (docs/CONTRIBUTING-HELPERS.md)
 
 

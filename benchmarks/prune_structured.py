@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hfcompress.data import local_datasets_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = Path.home() / ".cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct"
-DATA = "/work/shared/hub/datasets"
+DATA = str(local_datasets_dir())
 RESULTS = ROOT / "benchmarks" / "results"
 
 CONFIGS = {

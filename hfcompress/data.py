@@ -9,6 +9,7 @@ returns a ``[samples, seq_len]`` LongTensor of windows drawn at seeded random of
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from .config import CalibrationConfig
@@ -79,6 +80,16 @@ def calibration_ids(tokenizer: Any, cfg: CalibrationConfig, texts: list[str] | N
     gen = torch.Generator().manual_seed(cfg.seed)
     starts = torch.randint(0, ids.numel() - cfg.seq_len, (cfg.samples,), generator=gen)
     return torch.stack([ids[s: s + cfg.seq_len] for s in starts.tolist()])
+
+
+def local_datasets_dir() -> Path:
+    """Real datasets laid out as Hub repos: ``$HFCOMPRESS_DATASETS`` or ``<project>/../shared/hub/datasets``."""
+    from pathlib import Path
+
+    env = os.environ.get("HFCOMPRESS_DATASETS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "hub" / "datasets"
 
 
 def default_calibration_dataset() -> str:

@@ -19,8 +19,10 @@ import argparse
 import os
 import sys
 
+from hfcompress.data import local_datasets_dir
+
 DEFAULT_TEACHER = os.path.expanduser("~/.cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct")
-DEFAULT_DATA = "/work/shared/hub/datasets/fixtures/enwiki-sample"
+DEFAULT_DATA = str(local_datasets_dir() / "fixtures/enwiki-sample")
 
 
 def build_argv(args: argparse.Namespace, extra: list[str]) -> list[str]:

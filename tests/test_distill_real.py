@@ -7,8 +7,10 @@ import os
 import pytest
 import torch
 
+from hfcompress.data import local_datasets_dir
+
 SMOL = os.path.expanduser("~/.cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct")
-ENWIKI = "/work/shared/hub/datasets/fixtures/enwiki-sample"
+ENWIKI = str(local_datasets_dir() / "fixtures/enwiki-sample")
 
 pytestmark = pytest.mark.real
 

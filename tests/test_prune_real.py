@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from hfcompress.data import local_datasets_dir
+
 MODEL = Path.home() / ".cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct"
-DATA = Path("/work/shared/hub/datasets")
+DATA = local_datasets_dir()
 
 pytestmark = [pytest.mark.real,
               pytest.mark.skipif(not MODEL.is_dir() or not DATA.is_dir(), reason="real assets not built")]

@@ -35,10 +35,9 @@ UPLOAD_MODE_HEADER = "X-HFCompress-Upload-Mode"
 
 def default_datasets_dir() -> Path:
     """``$HFCOMPRESS_DATASETS`` or ``<project>/../shared/hub/datasets``."""
-    env = os.environ.get("HFCOMPRESS_DATASETS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "hub" / "datasets"
+    from ..data import local_datasets_dir
+
+    return local_datasets_dir()
 
 
 def find_dataset_repos(root: Path) -> dict[str, Path]:
