@@ -17,10 +17,18 @@ calibrated-int4     uniform      our GPTQ-style error correction onto int4      
 
 from .base import QuantizeConfig, quantize
 from .bnb import BnbFP4Config, BnbInt8Config, BnbNF4Config
+from .calibrated import CalibratedInt4Config, CalibratedNF4Config
+from .gptq import GPTQConfig
 from .quanto import QuantoFloat8Config, QuantoInt2Config, QuantoInt4Config, QuantoInt8Config
 
 __all__ = [
     "QuantizeConfig", "quantize",
     "BnbInt8Config", "BnbNF4Config", "BnbFP4Config",
     "QuantoInt8Config", "QuantoInt4Config", "QuantoInt2Config", "QuantoFloat8Config",
+    "GPTQConfig", "CalibratedNF4Config", "CalibratedInt4Config",
 ]
+
+
+from .._verbs import make_package_callable  # noqa: E402
+
+make_package_callable(__name__, "quantize")

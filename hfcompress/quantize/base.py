@@ -44,7 +44,6 @@ class QuantizeConfig(StageConfig):
 
     family: ClassVar[str] = "quantize"
     kind: ClassVar[str] = "uniform"
-    bits: ClassVar[float | None] = None
 
     skip_modules: list[str] = Field(default_factory=list)
 
@@ -261,9 +260,7 @@ def size_summary(model: Any, folder: Path | None, quantized: dict[str, tuple[int
     give the quantized-Linear bits per weight; the whole-model figure is all weight bytes
     over all parameters.
     """
-    from ..pipeline import count_parameters
-
-    n_params = count_parameters(model)["parameters"]
+    n_params = logical_parameters(model)
     q_weights = sum(n for n, _ in quantized.values())
     summary: dict[str, Any] = {
         "memory_bytes": memory_bytes(model),
@@ -294,6 +291,21 @@ def size_summary(model: Any, folder: Path | None, quantized: dict[str, tuple[int
             "bits_per_weight_model": round(8 * disk / max(1, n_params), 3),
         })
     return summary
+
+
+def logical_parameters(model: Any) -> int:
+    """Number of weights as the full-precision model had them (bnb packs two 4-bit weights per byte)."""
+    import math
+
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        qs = getattr(p, "quant_state", None)
+        total += math.prod(qs.shape) if qs is not None and getattr(qs, "shape", None) is not None else p.numel()
+    return total
 
 
 def quantized_linear_shapes(model: Any, names: list[str]) -> dict[str, tuple[int, int]]:

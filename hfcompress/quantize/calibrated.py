@@ -1,0 +1,495 @@
+"""Our calibrated 4-bit quantization: GPTQ-style error correction onto a fixed storage grid.
+
+``calibrated-nf4`` (non-uniform) and ``calibrated-int4`` (uniform) run the same pure-torch
+algorithm (Frantar et al., GPTQ, 2022 — the OBS update that SparseGPT also uses) and
+differ only in the grid the weights land on:
+
+* ``calibrated-nf4``: bitsandbytes' NF4 codebook with absmax per block of 64 inputs —
+  exactly the layout of ``bnb-nf4``, so the result is *stored as* a plain bnb NF4
+  checkpoint (same size, reload with plain ``from_pretrained``). Each block's absmax is
+  fixed when the block is reached (from the error-updated weights, rounded to bfloat16)
+  and the largest weight is pinned to ±absmax, so bitsandbytes re-derives the same
+  absmax and every weight maps back to its chosen code exactly.
+* ``calibrated-int4``: affine 4-bit (scale + shift per group of ``group_size`` inputs, float16),
+  stored in the hfcompress quanto format (``quanto-int4`` layout).
+
+Calibration is block-by-block and sequential: the inputs of transformer block *i* are
+captured (from the already-quantized blocks before it), the Hessian ``H = 2 X^T X`` of each
+Linear's inputs is accumulated, each weight matrix is quantized column by column with
+the OBS update ``W[:, j+1:] -= err_j * Hinv[j, j+1:] / Hinv[j, j]`` (lazy batches of 128
+columns), and the block is re-run with its quantized weights to give block *i+1*'s inputs.
+Zeros of a pruned model stay zero (masked out of the update) when the model is sparse.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from ..config import CalibrationConfig
+from ..errors import UnsupportedError, UsageError
+from ..registry import register_method
+from .base import QuantizeConfig, check_not_quantized, input_sparsity, select_linears
+
+
+class _CalibratedConfig(QuantizeConfig):
+    calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=32, seq_len=512))
+    damp: float = Field(0.01, gt=0.0, lt=1.0, description="Hessian dampening, fraction of its mean diagonal")
+    block_size: int = Field(128, ge=8, le=4096, description="columns per lazy OBS update batch")
+    batch_size: int = Field(4, ge=1, le=512, description="calibration windows per forward pass")
+
+
+class CalibratedNF4Config(_CalibratedConfig):
+    """GPTQ-style calibrated error correction onto the NF4 grid; stored as a plain bnb NF4 checkpoint."""
+
+    kind: ClassVar[str] = "non-uniform"
+    bits: ClassVar[float] = 4
+    method: Literal["calibrated-nf4"] = "calibrated-nf4"
+    act_order: bool = Field(True, description="process columns by decreasing Hessian diagonal (static groups)")
+    clip_search: bool = Field(True, description="search a per-row shrink of each block's absmax (0.75-1.0) "
+                                                 "minimising the Hessian-weighted rounding error")
+    double_quant: bool = False
+    compute_dtype: Literal["float32", "float16", "bfloat16"] | None = None
+
+
+class CalibratedInt4Config(_CalibratedConfig):
+    """GPTQ-style calibrated error correction onto an affine int4 grid; stored in the hfcompress quanto format."""
+
+    kind: ClassVar[str] = "uniform"
+    bits: ClassVar[float] = 4
+    method: Literal["calibrated-int4"] = "calibrated-int4"
+    group_size: int = Field(64, ge=8, le=65536, description="inputs per (scale, shift) group")
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+# ---------------------------------------------------------------------------------------------
+
+class NF4Grid:
+    """bnb NF4: code * absmax, absmax = max |w| over 64 consecutive inputs of a row."""
+
+    CLIP_FACTORS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+
+    def __init__(self, group_size: int = 64, clip_search: bool = False):
+        import bitsandbytes.functional as F
+
+        self.group_size = group_size
+        self.clip_search = clip_search
+        self.codes = F.get_4bit_type("nf4", device="cpu").float()
+        self.mids = (self.codes[1:] + self.codes[:-1]) / 2
+
+    def _rtn(self, wg: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
+        return self.codes[torch.bucketize((wg / safe).clamp(-1, 1), self.mids)] * scale[:, None]
+
+    def start(self, wg: torch.Tensor, hdiag: torch.Tensor | None = None) -> None:
+        absmax = wg.abs().amax(dim=1)
+        scale = absmax
+        if self.clip_search:
+            # Per row, the shrink of the block's absmax that minimises the H-diagonal-weighted
+            # round-to-nearest error (the clipped largest weight is then stored as ±scale).
+            weight = hdiag[None, :] if hdiag is not None else 1.0
+            best_err = None
+            for f in self.CLIP_FACTORS:
+                s = (absmax * f).to(torch.bfloat16).float()
+                err = (((wg - self._rtn(wg, s)) ** 2) * weight).sum(dim=1)
+                if best_err is None:
+                    best_err, scale = err, s
+                else:
+                    better = err < best_err
+                    best_err = torch.where(better, err, best_err)
+                    scale = torch.where(better, s, scale)
+        self.scale = scale.to(torch.bfloat16).float()  # what bnb's CPU path stores anyway
+        self.pin = wg.abs().argmax(dim=1)
+        self.sign = torch.where(wg.gather(1, self.pin[:, None])[:, 0] >= 0, 1.0, -1.0)
+
+    def quantize(self, w: torch.Tensor, j: int) -> torch.Tensor:
+        safe = torch.where(self.scale > 0, self.scale, torch.ones_like(self.scale))
+        x = (w / safe).clamp(-1, 1)
+        q = self.codes[torch.bucketize(x, self.mids)] * self.scale
+        pinned = self.pin == j
+        return torch.where(pinned, self.sign * self.scale, q)
+
+    # Static groups (for act-order): every block's absmax fixed up front from the original weights.
+    def prepare_static(self, W: torch.Tensor, hdiag: torch.Tensor) -> None:
+        g = self.group_size
+        scales, pins, signs = [], [], []
+        for c in range(0, W.shape[1], g):
+            self.start(W[:, c:c + g], hdiag[c:c + g])
+            scales.append(self.scale)
+            pins.append(self.pin)
+            signs.append(self.sign)
+        self.static = (torch.stack(scales, 1), torch.stack(pins, 1), torch.stack(signs, 1))
+
+    def quantize_static(self, w: torch.Tensor, col: int) -> torch.Tensor:
+        scales, pins, signs = self.static
+        grp = col // self.group_size
+        self.scale, self.pin, self.sign = scales[:, grp], pins[:, grp], signs[:, grp]
+        return self.quantize(w, col % self.group_size)
+
+
+class AffineGrid:
+    """Affine ``bits``-bit: q = clamp(round((w + shift) / scale)) * scale - shift, per group (quanto layout)."""
+
+    def __init__(self, bits: int, group_size: int):
+        self.bits, self.group_size = bits, group_size
+        self.qmax = 2 ** bits - 1
+        self.scales: list[torch.Tensor] = []
+        self.shifts: list[torch.Tensor] = []
+
+    def start(self, wg: torch.Tensor, hdiag: torch.Tensor | None = None) -> None:
+        rmin, rmax = wg.amin(dim=1), wg.amax(dim=1)
+        scale = ((rmax - rmin) / self.qmax).to(torch.float16).float()
+        self.scale = torch.where(scale > 0, scale, torch.full_like(scale, 1e-8).to(torch.float16).float())
+        self.shift = (-rmin).to(torch.float16).float()
+        self.scales.append(self.scale)
+        self.shifts.append(self.shift)
+
+    def quantize(self, w: torch.Tensor, j: int) -> torch.Tensor:
+        data = torch.clamp(torch.round((w + self.shift) / self.scale), 0, self.qmax)
+        return data * self.scale - self.shift
+
+
+@torch.no_grad()
+def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Any, *, block_size: int = 128, damp: float = 0.01,
+                  mask: torch.Tensor | None = None, act_order: bool = False) -> torch.Tensor:
+    """GPTQ with groups of ``grid.group_size`` consecutive columns; returns the quantized W.
+
+    Without ``act_order`` each group's scale is fixed when the group is reached (from the
+    error-updated weights). With ``act_order`` columns are processed by decreasing Hessian
+    diagonal and every group's scale is fixed up front ("static groups"), so the storage
+    layout (groups of consecutive columns) is unchanged.
+    """
+    W = W.clone().float()
+    H = H.clone().float()
+    rows, cols = W.shape
+    if act_order:
+        return _gptq_act_order(W, H, grid, block_size=block_size, damp=damp, mask=mask)
+    g = grid.group_size
+    block_size = max(g, (block_size // g) * g)  # groups never straddle a lazy batch
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    diag = torch.arange(cols)
+    Hinv = None
+    for attempt in range(6):
+        Hd = H.clone()
+        Hd[diag, diag] += damp * (10 ** attempt) * torch.mean(torch.diag(H))
+        try:
+            L = torch.linalg.cholesky(Hd)
+            Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+            break
+        except RuntimeError:
+            continue
+    if Hinv is None:
+        raise UnsupportedError("the calibration Hessian is not positive definite: use more calibration samples")
+    if mask is not None:
+        W = W * mask
+    Hinv_src = H
+    Q = torch.zeros_like(W)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        M1 = mask[:, i1:i2] if mask is not None else None
+        for i in range(i2 - i1):
+            if i % g == 0:
+                grid.start(W1[:, i:i + g], torch.diag(Hinv_src)[i1 + i:i1 + i + g])
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            q = grid.quantize(w, i % g)
+            if M1 is not None:
+                q = q * M1[:, i]
+            Q1[:, i] = q
+            err = (w - q) / d
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            if M1 is not None:
+                W1[:, i:] *= M1[:, i:]
+            Err1[:, i] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        if mask is not None:
+            W[:, i2:] *= mask[:, i2:]
+    return Q
+
+
+def _hinv_upper(H: torch.Tensor, damp: float) -> torch.Tensor:
+    cols = H.shape[0]
+    diag = torch.arange(cols)
+    for attempt in range(6):
+        Hd = H.clone()
+        Hd[diag, diag] += damp * (10 ** attempt) * torch.mean(torch.diag(H))
+        try:
+            L = torch.linalg.cholesky(Hd)
+            return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+        except RuntimeError:
+            continue
+    raise UnsupportedError("the calibration Hessian is not positive definite: use more calibration samples")
+
+
+@torch.no_grad()
+def _gptq_act_order(W: torch.Tensor, H: torch.Tensor, grid: Any, *, block_size: int, damp: float,
+                    mask: torch.Tensor | None) -> torch.Tensor:
+    cols = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    if mask is not None:
+        W = W * mask
+    grid.prepare_static(W, torch.diag(H))
+    perm = torch.argsort(torch.diag(H), descending=True)
+    inv = torch.argsort(perm)
+    W = W[:, perm]
+    H = H[perm][:, perm]
+    M = mask[:, perm] if mask is not None else None
+    Hinv = _hinv_upper(H, damp)
+    Q = torch.zeros_like(W)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = grid.quantize_static(w, int(perm[i1 + i]))
+            if M is not None:
+                q = q * M[:, i1 + i]
+            Q1[:, i] = q
+            err = (w - q) / Hinv1[i, i]
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            if M is not None:
+                W1[:, i:] *= M[:, i1 + i:i2]
+            Err1[:, i] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        if M is not None:
+            W[:, i2:] *= M[:, i2:]
+    return Q[:, inv]
+
+
+# ---------------------------------------------------------------------------------------------
+# Block-by-block calibration
+# ---------------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+def find_blocks(model: Any) -> tuple[str, torch.nn.ModuleList]:
+    """The ModuleList of repeated transformer blocks holding most Linear layers."""
+    best: tuple[int, str, Any] | None = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) >= 1:
+            n = sum(isinstance(x, torch.nn.Linear) for x in mod.modules())
+            if n and (best is None or n > best[0]):
+                best = (n, name, mod)
+    if best is None:
+        raise UnsupportedError("no stack of transformer blocks with Linear layers found: use bnb-nf4 instead")
+    return best[1], best[2]
+
+
+def _first_out(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out[0] if hasattr(out, "__getitem__") else out
+
+
+@torch.no_grad()
+def capture_block_inputs(model: Any, block: Any, ids: torch.Tensor, batch_size: int) -> list[tuple[tuple, dict]]:
+    captured: list[tuple[tuple, dict]] = []
+
+    def hook(module: Any, args: tuple, kwargs: dict) -> None:
+        captured.append((args, kwargs))
+        raise _Stop
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    extra = {"use_cache": False} if getattr(model.config, "is_decoder", False) or hasattr(model, "generate") else {}
+    try:
+        for i in range(0, ids.shape[0], batch_size):
+            batch = ids[i:i + batch_size]
+            try:
+                model(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _hidden(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, dict]:
+    if args:
+        return args[0], args[1:], kwargs
+    kw = dict(kwargs)
+    return kw.pop("hidden_states"), (), kw
+
+
+@torch.no_grad()
+def calibrate_blocks(model: Any, ids: torch.Tensor, chosen: dict[str, Any], make_grid: Any, config: Any,
+                     progress: bool = False) -> dict[str, Any]:
+    """Quantize every chosen Linear inside the block stack in place (weights replaced by grid values)."""
+    blocks_name, blocks = find_blocks(model)
+    inputs = capture_block_inputs(model, blocks[0], ids, config.batch_size)
+    grids: dict[str, Any] = {}
+    done: list[str] = []
+    iterator = range(len(blocks))
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="calibrated quantization", unit="block")
+    for b in iterator:
+        block = blocks[b]
+        prefix = f"{blocks_name}.{b}."
+        linears = {n: m for n, m in chosen.items() if n.startswith(prefix)}
+        hessians = {n: torch.zeros(m.in_features, m.in_features) for n, m in linears.items()}
+        counts = dict.fromkeys(linears, 0)
+        handles = []
+        for n, m in linears.items():
+            def acc(module: Any, inp: tuple, out: Any, n: str = n, hs: dict = hessians, cs: dict = counts) -> None:
+                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()
+                total = cs[n] + x.shape[0]
+                hs[n] *= cs[n] / total
+                x = math.sqrt(2 / total) * x
+                hs[n] += x.t() @ x
+                cs[n] = total
+            handles.append(m.register_forward_hook(acc))
+        try:
+            for args, kwargs in inputs:
+                block(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        for n, m in linears.items():
+            W = m.weight.data
+            sparse = float((W == 0).float().mean()) > 0.01
+            grid = make_grid(m)
+            Q = gptq_quantize(W, hessians[n], grid, block_size=config.block_size, damp=config.damp,
+                              mask=(W != 0).float() if sparse else None,
+                              act_order=getattr(config, "act_order", False) and hasattr(grid, "prepare_static"))
+            m.weight.data = Q.to(W.dtype)
+            grids[n] = grid
+            done.append(n)
+        hessians.clear()
+        new_inputs = []
+        for args, kwargs in inputs:
+            hidden, rest, kw = _hidden(args, kwargs)
+            out = _first_out(block(hidden, *rest, **kw))
+            if args:
+                new_inputs.append(((out, *rest), kw))
+            else:
+                new_inputs.append(((), {**kw, "hidden_states": out}))
+        inputs = new_inputs
+    return {"grids": grids, "calibrated": done}
+
+
+def _calibration(bundle: Any, config: _CalibratedConfig) -> torch.Tensor:
+    from ..data import calibration_ids
+
+    if bundle.tokenizer is None:
+        raise UsageError("calibration needs a tokenizer, and this model has none: save one with the model")
+    seq_len = config.calibration.seq_len
+    limit = getattr(bundle.model.config, "max_position_embeddings", None)
+    if limit and seq_len > limit:
+        raise UsageError(f"calibration seq_len {seq_len} exceeds the model's {limit} positions: pass --seq-len {limit}")
+    return calibration_ids(bundle.tokenizer, config.calibration)
+
+
+def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> dict[str, Any]:
+    from .bnb import BnbNF4Config, apply_bnb
+
+    model = bundle.model
+    check_not_quantized(model)
+    chosen, kept = select_linears(model, config.skip_modules)
+    odd = sorted(n for n, m in chosen.items() if m.in_features % 64)
+    ids = _calibration(bundle, config)
+    sparsity_before = input_sparsity(model, list(chosen))
+    targets = {n: m for n, m in chosen.items() if n not in odd}
+    info = calibrate_blocks(model, ids, targets, lambda m: NF4Grid(64, config.clip_search), config,
+                            progress=getattr(ctx, "progress", False))
+    summary = apply_bnb(bundle, BnbNF4Config(double_quant=config.double_quant, compute_dtype=config.compute_dtype,
+                                             skip_modules=config.skip_modules), ctx)
+    summary.update({
+        "backend": "hfcompress (GPTQ-style error correction) -> bitsandbytes NF4",
+        "kind": config.kind,
+        "scheme": "NF4 codebook, absmax per block of 64; weights chosen by OBS error correction",
+        "calibrated_modules": len(info["calibrated"]),
+        "plain_nf4_modules": sorted(set(chosen) - set(info["calibrated"])),
+        "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
+                        "dataset": config.calibration.dataset},
+    })
+    if sparsity_before > 0.01:
+        summary["sparsity_before"] = round(sparsity_before, 4)
+    return summary
+
+
+def apply_calibrated_int4(bundle: Any, config: CalibratedInt4Config, ctx: Any) -> dict[str, Any]:
+    from optimum.quanto import qint4
+    from optimum.quanto.nn import quantize_module
+    from optimum.quanto.quantize import set_module_by_name
+    from optimum.quanto.tensor.weights.quantization import quantize_weight
+
+    from .bnb import measure
+    from .quanto_format import HfcQuantoConfig, attach
+
+    model = bundle.model
+    check_not_quantized(model)
+    chosen, kept = select_linears(model, config.skip_modules)
+    bad = sorted({m.in_features for m in chosen.values() if m.in_features % config.group_size})
+    if bad:
+        raise UsageError(f"group size {config.group_size} does not divide in_features {bad}: pick a divisor")
+    ids = _calibration(bundle, config)
+    sparsity_before = input_sparsity(model, list(chosen))
+    info = calibrate_blocks(model, ids, chosen, lambda m: AffineGrid(4, config.group_size), config,
+                            progress=getattr(ctx, "progress", False))
+    spec: dict[str, dict[str, Any]] = {}
+    for name, module in chosen.items():
+        W = module.weight.data
+        out_f, in_f = W.shape
+        g = config.group_size
+        grid = info["grids"].get(name)
+        if grid is None:  # outside the block stack: plain round-to-nearest on the same grid
+            grid = AffineGrid(4, g)
+            Wg = W.float()
+            Q = torch.empty_like(Wg)
+            for c in range(0, in_f, g):
+                grid.start(Wg[:, c:c + g])
+                for j in range(g):
+                    Q[:, c + j] = grid.quantize(Wg[:, c + j], j)
+            W = Q.to(W.dtype)
+        # scales / shifts in quanto's grouped order: row r, group c -> index r * (in/g) + c
+        scale = torch.stack(grid.scales, dim=1).reshape(-1, 1).to(W.dtype)
+        shift = torch.stack(grid.shifts, dim=1).reshape(-1, 1).to(W.dtype)
+        qmodule = quantize_module(module, weights=qint4)
+        qmodule.weight_group_size = g
+        qw = quantize_weight(W, qtype=qint4, axis=0, scale=scale, shift=shift, group_size=g, optimized=False)
+        with torch.no_grad():
+            qmodule.weight = torch.nn.Parameter(qw.optimize(), requires_grad=False)
+        qmodule.name = name
+        set_module_by_name(model, name, qmodule)
+        spec[name] = {"weights": "qint4", "group_size": g}
+    attach(model, HfcQuantoConfig(weights="qint4", group_size=config.group_size, modules=spec,
+                                  scale_dtype="float16"))
+    bundle.saver = None
+    summary: dict[str, Any] = {
+        "backend": "hfcompress (GPTQ-style error correction) -> optimum-quanto int4",
+        "kind": config.kind,
+        "format": "hfcompress-quanto (reload with from_pretrained after `import hfcompress`)",
+        "weight_bits": 4,
+        "scheme": f"affine int4, scale+shift (float16) per group of {config.group_size}",
+        "calibrated_modules": len(info["calibrated"]),
+        "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
+                        "dataset": config.calibration.dataset},
+    }
+    summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))
+    return summary
+
+
+register_method("quantize", "calibrated-nf4", CalibratedNF4Config, apply_calibrated_nf4)
+register_method("quantize", "calibrated-int4", CalibratedInt4Config, apply_calibrated_int4)
