@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from hfcompress.assets import MINILM, asset_path
 from hfcompress.data import local_datasets_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = os.path.expanduser("~/.cache/hfcompress/assets/sentence-transformers/all-MiniLM-L6-v2")
+BASE = str(asset_path(MINILM))
 DATA = str(local_datasets_dir() / "fixtures/movie-review-snippets")
 CACHE = Path(os.path.expanduser("~/.cache/hfcompress/teachers/minilm-l6-movie-review-snippets"))
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from hfcompress.assets import SMOLLM2, asset_path
 from hfcompress.data import local_datasets_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = os.path.expanduser("~/.cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct")
+MODEL = str(asset_path(SMOLLM2))
 WIKITEXT = str(local_datasets_dir() / "Salesforce/wikitext")
 ENWIKI = str(local_datasets_dir() / "fixtures/enwiki-sample")
 DENSE_PPL = 28.13

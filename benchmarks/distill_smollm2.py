@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from hfcompress.assets import SMOLLM2, asset_path
 from hfcompress.data import local_datasets_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-TEACHER = os.path.expanduser("~/.cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct")
+TEACHER = str(asset_path(SMOLLM2))
 WIKITEXT = str(local_datasets_dir() / "Salesforce/wikitext")
 ENWIKI = str(local_datasets_dir() / "fixtures/enwiki-sample")
 TEACHER_PPL = 28.13  # measured by the evaluate work with the same protocol (docs/CONTRIBUTING-HELPERS.md)

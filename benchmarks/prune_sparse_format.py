@@ -19,8 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from hfcompress.assets import SMOLLM2, asset_path
+
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = Path.home() / ".cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct"
+MODEL = asset_path(SMOLLM2)
 RESULTS = ROOT / "benchmarks" / "results"
 
 

@@ -23,10 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hfcompress.assets import SMOLLM2, asset_path
 from hfcompress.data import local_datasets_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = Path.home() / ".cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct"
+MODEL = asset_path(SMOLLM2)
 DATA = str(local_datasets_dir())
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -19,9 +19,10 @@ import argparse
 import os
 import sys
 
+from hfcompress.assets import SMOLLM2, asset_path
 from hfcompress.data import local_datasets_dir
 
-DEFAULT_TEACHER = os.path.expanduser("~/.cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct")
+DEFAULT_TEACHER = str(asset_path(SMOLLM2))
 DEFAULT_DATA = str(local_datasets_dir() / "fixtures/enwiki-sample")
 
 

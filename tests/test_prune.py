@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from hfcompress.assets import asset_root
 from hfcompress.config import CalibrationConfig
 from hfcompress.errors import UnsupportedError, UsageError
 from hfcompress.loading import ModelBundle
@@ -22,7 +23,7 @@ from hfcompress.prune import (
 )
 from hfcompress.prune.engine import arch_info, target_linears
 
-ASSETS = Path.home() / ".cache/hfcompress/assets"
+ASSETS = asset_root()
 LLAMA_TOK = ASSETS / "HuggingFaceTB/SmolLM2-135M-Instruct"
 BERT_TOK = ASSETS / "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -6,14 +6,13 @@ Kept short: 8 calibration windows of 256 tokens, 4,096 evaluation tokens (the be
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from hfcompress.assets import SMOLLM2, asset_path
 from hfcompress.data import local_datasets_dir
 
-MODEL = Path.home() / ".cache/hfcompress/assets/HuggingFaceTB/SmolLM2-135M-Instruct"
+MODEL = asset_path(SMOLLM2)
 DATA = local_datasets_dir()
 
 pytestmark = [pytest.mark.real,
