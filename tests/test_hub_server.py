@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import struct
 import sys
 import threading
 import time
@@ -24,7 +22,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
+from hfcompress.io import sha256_file
 from hfcompress.testing.hub import HubHandle, start_hub_server
+from hfcompress.testing.models import write_random_safetensors
 
 BIG = 100 * 1024 * 1024 + 12345
 README = "---\nlicense: apache-2.0\ntags:\n- hfcompress\n- test\nlibrary_name: transformers\n---\n# Tiny\n"
@@ -32,27 +32,6 @@ README = "---\nlicense: apache-2.0\ntags:\n- hfcompress\n- test\nlibrary_name: t
 
 def _uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_random_safetensors(path: Path, nbytes: int) -> None:
-    """A valid safetensors file with one uint8 tensor of ``nbytes`` random bytes."""
-    header = json.dumps({"w": {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}}).encode()
-    header += b" " * (-len(header) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header)
-        left = nbytes
-        while left:
-            n = min(left, 8 << 20)
-            f.write(os.urandom(n))
-            left -= n
 
 
 @pytest.fixture(scope="session")
@@ -100,14 +79,14 @@ def test_big_model_roundtrip(mode_server: HubHandle, big_model_dir: Path, tmp_pa
     assert info.card_data["license"] == "apache-2.0" and info.card_data["tags"] == ["hfcompress", "test"]
     weights = next(s for s in info.siblings if s.rfilename == "model.safetensors")
     assert weights.size == (big_model_dir / "model.safetensors").stat().st_size
-    assert weights.lfs is not None and weights.lfs.sha256 == _sha256(big_model_dir / "model.safetensors")
+    assert weights.lfs is not None and weights.lfs.sha256 == sha256_file(big_model_dir / "model.safetensors")
 
     one = hf_hub_download(repo, "model.safetensors", endpoint=mode_server.url, cache_dir=tmp_path / "c1",
                           token=False)
-    assert _sha256(one) == weights.lfs.sha256
+    assert sha256_file(one) == weights.lfs.sha256
     snap = Path(snapshot_download(repo, endpoint=mode_server.url, cache_dir=tmp_path / "c2", token=False))
     for rel in ("config.json", "README.md", "model.safetensors", "sub/notes.txt"):
-        assert _sha256(snap / rel) == _sha256(big_model_dir / rel), rel
+        assert sha256_file(snap / rel) == sha256_file(big_model_dir / rel), rel
     api.delete_repo(repo)
 
 

@@ -9,7 +9,6 @@ Traffic stays on 127.0.0.1.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from hfcompress.errors import HubError
 from hfcompress.hub import transfer
 from hfcompress.hub.server import FAULTS_PATH
 from hfcompress.hub.transfer import TransientHubError, pull, push
+from hfcompress.io import sha256_file
 from hfcompress.testing.hub import HubHandle, hub_environment, start_hub_server
 
 #: faults injected and survived in this module (reported in docs/RELIABILITY.md)
@@ -30,10 +30,6 @@ SURVIVED: dict[str, int] = {}
 
 def _uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def set_faults(server: HubHandle, **faults) -> None:
@@ -95,7 +91,7 @@ def _remote_state(server: HubHandle, repo: str) -> tuple[str, list[str]] | None:
 
 def _assert_same_files(folder: Path, model_dir: Path) -> None:
     for rel in ("config.json", "model.safetensors", "extra/notes.txt"):
-        assert _sha256(folder / rel) == _sha256(model_dir / rel), rel
+        assert sha256_file(folder / rel) == sha256_file(model_dir / rel), rel
 
 
 def _count(server: HubHandle, label: str) -> dict[str, int]:

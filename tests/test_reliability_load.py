@@ -9,9 +9,7 @@ readable, byte for byte, after the server is SIGKILLed and restarted. Loopback o
 from __future__ import annotations
 
 import json
-import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -21,6 +19,7 @@ import pytest
 
 from hfcompress.io import sha256_file
 from hfcompress.testing.hub import start_hub_server
+from hfcompress.testing.models import write_random_safetensors
 
 BIG = 100 * 1024 * 1024 + 4321
 PUSH_SIZE = 12 * 1024 * 1024
@@ -42,22 +41,10 @@ CLIENT = textwrap.dedent('''
 ''')
 
 
-def _write_safetensors(path: Path, nbytes: int) -> None:
-    header = json.dumps({"w": {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}}).encode()
-    header += b" " * (-len(header) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header)
-        left = nbytes
-        while left:
-            n = min(left, 8 << 20)
-            f.write(os.urandom(n))
-            left -= n
-
-
 def _model(folder: Path, nbytes: int, tag: str) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "tag": tag}))
-    _write_safetensors(folder / "model.safetensors", nbytes)
+    write_random_safetensors(folder / "model.safetensors", nbytes)
     return folder
 
 

@@ -70,3 +70,20 @@ def save_tiny(family: str, folder: str | Path, seed: int = 0, with_tokenizer: bo
     if with_tokenizer and family in ("llama", "bert", "bert-encoder", "t5"):
         tiny_tokenizer(model.config.vocab_size).save_pretrained(folder)
     return folder
+
+
+def write_random_safetensors(path: str | Path, nbytes: int) -> None:
+    """A valid safetensors file holding one uint8 tensor of ``nbytes`` random bytes (big uploads)."""
+    import json
+    import os
+    import struct
+
+    header = json.dumps({"w": {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        left = nbytes
+        while left:
+            n = min(left, 8 << 20)
+            f.write(os.urandom(n))
+            left -= n
