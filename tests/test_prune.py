@@ -101,7 +101,10 @@ def targeted(bundle):
     lambda ds: SparseGPTConfig(sparsity=0.5, calibration=cal(ds)),
     lambda ds: SparseGPTConfig(sparsity=0.4, calibration=cal(ds), batch_size=3, blocksize=32),
     lambda ds: TaylorConfig(sparsity=0.5, calibration=cal(ds, samples=2)),
-], ids=["magnitude", "magnitude-row", "wanda", "wanda-chunked", "sparsegpt", "sparsegpt-chunked", "taylor"])
+    lambda ds: WandaConfig(sparsity=0.5, calibration=cal(ds), calibration_dtype="bfloat16"),
+    lambda ds: SparseGPTConfig(sparsity=0.5, calibration=cal(ds), calibration_dtype="bfloat16", batch_size=2),
+], ids=["magnitude", "magnitude-row", "wanda", "wanda-chunked", "sparsegpt", "sparsegpt-chunked", "taylor",
+        "wanda-bf16", "sparsegpt-bf16-chunked"])
 def test_exact_unstructured_sparsity(llama_tok, cal_dataset, make):
     cfg = make(cal_dataset)
     b = tiny_llama(llama_tok)
@@ -190,6 +193,61 @@ def test_sparsegpt_reconstructs_better_than_magnitude():
     err_s = ((X @ (W - Ws).t()) ** 2).sum()
     err_m = ((X @ (W - Wm).t()) ** 2).sum()
     assert err_s < 0.8 * err_m
+
+
+def _sparsegpt_reference(W, H, sparsity, nm, blocksize, percdamp=0.01):
+    """SparseGPT column by column, straight from the paper's algorithm (no sub-blocks, no transpose)."""
+    W = W.clone()
+    rows, cols = W.shape
+    H = H.clone()
+    H.diagonal().add_(percdamp * H.diagonal().mean())
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]
+        d = U1.diagonal()
+        mask = torch.zeros_like(W1, dtype=torch.bool)
+        if nm is None:
+            k = round(rows * i2 * sparsity) - round(rows * i1 * sparsity)
+            idx = torch.argsort((W1 ** 2 / d ** 2).reshape(-1), stable=True)[:k]
+            mask.view(-1)[idx] = True
+        err = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            if nm is not None and i % nm[1] == 0:
+                sal = W1[:, i:i + nm[1]] ** 2 / d[i:i + nm[1]] ** 2
+                mask[:, i:i + nm[1]].scatter_(1, torch.topk(sal, nm[1] - nm[0], dim=1, largest=False).indices, True)
+            e = W1[:, i] * mask[:, i] / d[i]
+            W1[:, i:] -= e.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            err[:, i] = e
+        W[:, i1:i2] = W1.masked_fill(mask, 0)
+        W[:, i2:] -= err @ U[i1:i2, i2:]
+    return W
+
+
+@pytest.mark.parametrize("nm,blocksize", [(None, 32), (None, 128), ((2, 4), 32), ((4, 8), 64)])
+def test_sparsegpt_matches_reference(nm, blocksize):
+    from hfcompress.prune.sparsegpt import sparsegpt_prune
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(600, 96, generator=g) @ torch.randn(96, 96, generator=g)
+    W = torch.randn(40, 96, generator=g)
+    ref = _sparsegpt_reference(W, X.t() @ X, 0.5, nm, blocksize)
+    ours = sparsegpt_prune(W.clone(), X.t() @ X, [(0, 40, 0.5)], nm, blocksize=blocksize)
+    assert torch.equal(ours == 0, ref == 0)
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    assert not torch.signbit(ours[ours == 0]).any()  # +0.0 only: canonical bytes on disk
+
+
+def test_masks_exact_with_ties():
+    from hfcompress.prune.engine import lowest_k_mask, prune_mask
+
+    s = torch.tensor([[0.0, 0, 0, 0, 1, 2], [3, 0, 0, 1, 1, 1]])
+    assert lowest_k_mask(s, 3, dim=1).sum(1).tolist() == [3, 3]
+    assert lowest_k_mask(s, 3, dim=1)[0].tolist() == [True, True, True, False, False, False]
+    scores = torch.zeros(7, 10)
+    scores[:, ::3] = 1.0  # mostly ties
+    assert prune_mask(scores, 0.5).sum(1).tolist() == [5] * 7
+    assert int(prune_mask(scores, 0.3, per="layer").sum()) == 21
 
 
 # -- structured -------------------------------------------------------------------------------
@@ -353,6 +411,12 @@ def test_bad_combinations():
         SparseGPTConfig(structured="ffn")
     with pytest.raises(ValidationError, match="sparse_format"):
         MagnitudeConfig(structured="ffn", sparse_format=True)
+    with pytest.raises(ValidationError, match="calibration_dtype applies"):
+        MagnitudeConfig(calibration_dtype="bfloat16")
+    with pytest.raises(ValidationError, match="calibration_dtype applies"):
+        WandaConfig(structured="ffn", calibration_dtype="bfloat16")
+    with pytest.raises(ValidationError, match="multiple of M=8"):
+        SparseGPTConfig(pattern="4:8", blocksize=20)
 
 
 def test_errors_before_work(llama_tok, bert_tok, cal_dataset):

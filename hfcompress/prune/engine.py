@@ -219,6 +219,10 @@ def input_groups(block: nn.Module, linears: dict[str, nn.Linear], block_prefix: 
     return list(groups.values())
 
 
+def _no_autocast(x: torch.Tensor):
+    return torch.autocast(x.device.type, enabled=False)
+
+
 @dataclass
 class Sequential:
     """Block-by-block calibration.
@@ -241,7 +245,13 @@ class Sequential:
     batch_size: int | None = None
     after_block: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
     progress: bool = False
+    #: autocast dtype of the block forwards (None: the model's dtype); see PruneConfig.calibration_dtype
+    compute_dtype: torch.dtype | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+
+    def _autocast(self, hs: torch.Tensor):
+        on = self.compute_dtype is not None and self.compute_dtype != hs.dtype
+        return torch.autocast(hs.device.type, dtype=self.compute_dtype, enabled=on)
 
     @torch.no_grad()
     def run(self, ids: torch.Tensor) -> None:
@@ -266,14 +276,17 @@ class Sequential:
                         if not done["v"]:
                             done["v"] = True
                             x = args[0]
-                            self.on_group(group, x.reshape(-1, x.shape[-1]))
+                            with _no_autocast(x):  # statistics and weight updates stay float32
+                                self.on_group(group, x.reshape(-1, x.shape[-1]))
                 else:
                     def hook(module, args, group=group):
                         x = args[0]
-                        self.on_chunk(group, x.reshape(-1, x.shape[-1]))
+                        with _no_autocast(x):
+                            self.on_chunk(group, x.reshape(-1, x.shape[-1]))
                 handles.append(lead.register_forward_pre_hook(hook))
             try:
-                out = block_forward(block, hs, kwargs, self.batch_size)
+                with self._autocast(hs):
+                    out = block_forward(block, hs, kwargs, self.batch_size)
             finally:
                 for h in handles:
                     h.remove()
@@ -281,13 +294,43 @@ class Sequential:
                 for group in groups:
                     self.on_group(group, None)
                 if groups:
-                    out = block_forward(block, hs, kwargs, self.batch_size, out=out)
+                    with self._autocast(hs):
+                        out = block_forward(block, hs, kwargs, self.batch_size, out=out)
             if self.after_block is not None:
                 self.after_block(i, hs, out)
             hs = out
 
 
 # -- masks --------------------------------------------------------------------------------
+
+def lowest_k_mask(scores: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
+    """Boolean mask of exactly ``k`` lowest entries along ``dim`` (ties broken by position).
+
+    ``kthvalue`` + a comparison instead of ``topk``: 2-5x faster on CPU for the large k of
+    pruning (half a row), and the count stays exact when scores tie (e.g. already-zero weights).
+    """
+    n = scores.shape[dim]
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    kth = torch.kthvalue(scores, k, dim=dim, keepdim=True).values
+    mask = scores < kth
+    eq = scores == kth
+    need = k - mask.sum(dim, keepdim=True)
+    if bool((eq.sum(dim, keepdim=True) == need).all()):
+        return mask.logical_or_(eq)
+    return mask.logical_or_(eq & (eq.cumsum(dim) <= need))
+
+
+def zero_(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``weight[mask] = 0`` in place (+0.0, never -0.0, so saved bytes are canonical).
+
+    A multiply is ~4x faster than ``masked_fill_`` on CPU; ``add_(0.0)`` turns the -0.0 that
+    negative weights times zero give into +0.0.
+    """
+    return weight.mul_(mask.logical_not()).add_(0.0)
+
 
 def prune_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None,
                per: str = "row") -> torch.Tensor:
@@ -304,18 +347,9 @@ def prune_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None
         mask = torch.zeros_like(g, dtype=torch.bool)
         mask.scatter_(-1, idx, True)
         return mask.reshape(rows, cols)
-    mask = torch.zeros(rows, cols, dtype=torch.bool, device=scores.device)
     if per == "row":
-        k = int(round(cols * sparsity))
-        if k:
-            idx = torch.topk(scores, k, dim=1, largest=False).indices
-            mask.scatter_(1, idx, True)
-        return mask
-    k = int(round(rows * cols * sparsity))
-    if k:
-        idx = torch.topk(scores.reshape(-1), k, largest=False).indices
-        mask.view(-1)[idx] = True
-    return mask
+        return lowest_k_mask(scores, int(round(cols * sparsity)), dim=1)
+    return lowest_k_mask(scores.reshape(-1), int(round(rows * cols * sparsity)), dim=0).reshape(rows, cols)
 
 
 def global_threshold(tensors: list[torch.Tensor], fraction: float) -> float:
@@ -345,6 +379,8 @@ def finish_unstructured(bundle: Any, cfg: Any, linears: dict[str, nn.Linear], ex
     summary = {**sparsity_summary(linears), **extra}
     if cfg.pattern:
         summary["pattern"] = cfg.pattern
+    if getattr(cfg, "calibration_dtype", None):
+        summary["calibration_dtype"] = cfg.calibration_dtype
     if cfg.sparse_format:
         from .sparse_format import save_sparse
 
@@ -401,6 +437,6 @@ def prepare_calibrated(bundle: Any, cfg: Any, ctx: Any) -> CalibratedRun:
         from .owl import owl_block_sparsities
 
         block_sp = owl_block_sparsities(model, info, linears, ids, base, cfg.owl_lambda, cfg.owl_m,
-                                        cfg.batch_size, progress=ctx.progress)
+                                        cfg.batch_size, progress=ctx.progress, compute_dtype=cfg.compute_dtype())
         extra["owl_block_sparsity"] = [round(x, 4) for x in block_sp]
     return CalibratedRun(model, info, linears, nm, ids, base, block_sp, extra)

@@ -24,6 +24,7 @@ from .engine import (
     prune_mask,
     sparsity_for,
     target_linears,
+    zero_,
 )
 
 
@@ -55,12 +56,12 @@ def apply_magnitude(bundle, cfg: MagnitudeConfig, ctx):
             raise UsageError("overrides do not apply to scope=global: use scope=layer")
         t = global_threshold([lin.weight.detach().abs() for lin in linears.values()], s)
         for lin in linears.values():
-            lin.weight.masked_fill_(lin.weight.abs() < t, 0)
+            zero_(lin.weight, lin.weight.abs() < t)
         return finish_unstructured(bundle, cfg, linears, {"scope": "global", "threshold": t})
     for name, lin in linears.items():
         sp = sparsity_for(name, s, cfg.overrides)
         mask = prune_mask(lin.weight.detach().abs().float(), sp, nm, per=cfg.scope)
-        lin.weight.masked_fill_(mask, 0)
+        zero_(lin.weight, mask)
     return finish_unstructured(bundle, cfg, linears, {"scope": cfg.scope})
 
 

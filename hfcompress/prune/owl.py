@@ -16,7 +16,7 @@ from .engine import Sequential, block_index
 
 @torch.no_grad()
 def owl_block_sparsities(model, info, linears, ids, target: float, lam: float, m: float,
-                         batch_size: int | None, progress: bool = False) -> list[float]:
+                         batch_size: int | None, progress: bool = False, compute_dtype=None) -> list[float]:
     n_blocks = len(info.layers)
     outliers = [0] * n_blocks
     counts = [0] * n_blocks
@@ -36,7 +36,8 @@ def owl_block_sparsities(model, info, linears, ids, target: float, lam: float, m
             outliers[b] += int((score > m * score.mean()).sum())
             counts[b] += score.numel()
 
-    Sequential(model, info, linears, on_group, on_chunk, batch_size, progress=progress).run(ids)
+    Sequential(model, info, linears, on_group, on_chunk, batch_size, progress=progress,
+               compute_dtype=compute_dtype).run(ids)
     ratios = torch.tensor([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)], dtype=torch.float64)
     span = float(ratios.max() - ratios.min())
     if span <= 0:

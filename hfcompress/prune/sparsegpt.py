@@ -15,24 +15,33 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import HFCompressError
 from ..registry import register_method
 from .base import PruneConfig
-from .engine import Sequential, finish_unstructured, prepare_calibrated
+from .engine import Sequential, finish_unstructured, lowest_k_mask, prepare_calibrated, zero_
 
 
 class SparseGPTConfig(PruneConfig):
     """SparseGPT: OBS reconstruction with lazy block updates; N:M; OWL."""
 
     supports_pattern = True
+    supports_calibration_dtype = True
     method: Literal["sparsegpt"] = "sparsegpt"
     percdamp: float = Field(0.01, gt=0.0, lt=1.0, description="damping, fraction of mean(diag H)")
     blocksize: int = Field(128, ge=1, le=4096)
     owl: bool = Field(False, description="OWL outlier-weighted layer-wise sparsity")
     owl_lambda: float = Field(0.08, ge=0.0, lt=0.5)
     owl_m: float = Field(5.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_blocksize(self) -> SparseGPTConfig:
+        nm = self.nm()
+        if nm is not None and self.blocksize % nm[1]:
+            raise ValueError(f"blocksize {self.blocksize} is not a multiple of M={nm[1]} of pattern "
+                             f"{self.pattern}: N:M groups must not straddle blocks (e.g. blocksize 128)")
+        return self
 
 
 def _block_counts(rows: int, cols: int, sparsity: float, i1: int, i2: int) -> int:
@@ -44,10 +53,10 @@ def sparsegpt_prune(*args, **kwargs) -> torch.Tensor:
     """Prune the fp32 matrix ``W`` [rows, cols] in place given H [cols, cols] (consumed).
 
     ``segments``: (row_start, row_end, sparsity) — the stacked layers, each with its exact count.
-    Runs on ONE intra-op thread: the work is thousands of small ops (per-column updates on a
-    rows x blocksize panel) for which thread synchronisation costs more than the arithmetic
-    (measured 10-20x faster on a busy 2-core machine). H = X^T X, the big matmul, is computed
-    outside with all threads.
+    The per-column loop runs on ONE intra-op thread: it is thousands of small ops on a
+    sub-panel for which thread synchronisation costs more than the arithmetic (measured
+    10-20x faster on a busy 2-core machine); H = X^T X, the big matmul, is computed outside
+    with all threads.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -57,12 +66,19 @@ def sparsegpt_prune(*args, **kwargs) -> torch.Tensor:
         torch.set_num_threads(threads)
 
 
+#: columns handled one by one before their error is pushed to the rest of the block in one matmul
+_SUB = 16
+
+
 @torch.no_grad()
 def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int, int, float]],
-                    nm: tuple[int, int] | None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
-    """Prune the fp32 matrix ``W`` [rows, cols] in place given H [cols, cols] (consumed).
+                     nm: tuple[int, int] | None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """SparseGPT on the transposed matrix: column j of W is the contiguous row j of ``WT``.
 
-    ``segments``: (row_start, row_end, sparsity) — the stacked layers, each with its exact count.
+    Working on ``WT`` makes every per-column slice and every rank-1 / lazy update contiguous.
+    Inside a block, columns are taken ``_SUB`` at a time: rank-1 updates stay inside the
+    sub-block, and the sub-block's error reaches the block's later columns in one matmul —
+    the same arithmetic as the column-by-column original, with ~10x fewer tiny ops.
     """
     rows, cols = W.shape
     dead = torch.diag(H) == 0
@@ -77,47 +93,43 @@ def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int,
     Hinv = torch.cholesky_inverse(L)
     Hinv = torch.linalg.cholesky(Hinv, upper=True)
     del L, H
+    WT = W.t().contiguous()
+    dinv = Hinv.diagonal().reciprocal()
+    sub = _SUB if nm is None else max(nm[1], _SUB // nm[1] * nm[1])
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        i2 - i1
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        d = torch.diagonal(Hinv1)
+        P = WT[i1:i2]  # [B, rows] view: updated in place
+        U = Hinv[i1:i2, i1:i2]
+        d_inv = dinv[i1:i2]
+        mask = torch.zeros_like(P, dtype=torch.bool)
         if nm is None:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
-            tmp = W1.pow(2) / d.pow(2).unsqueeze(0)
+            sal = P.pow(2).mul_(d_inv.pow(2).unsqueeze(1))  # OBS saliency w^2 / [U]_jj^2
             for a, b, s in segments:
                 k = _block_counts(b - a, cols, s, i1, i2)
                 if k > 0:
-                    idx = torch.topk(tmp[a:b].reshape(-1), k, largest=False).indices
-                    mask1[a:b].view(-1)[idx] = True
-        else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
-        _columns(W1, Q1, Err1, Hinv1, d, mask1, nm)
-        W[:, i1:i2] = Q1
+                    mask[:, a:b] = lowest_k_mask(sal[:, a:b].reshape(-1), k, dim=0).view(i2 - i1, b - a)
+        scale = mask.float().mul_(d_inv.unsqueeze(1))  # mask / d
+        err = torch.empty_like(P)
+        count = i2 - i1
+        for j1 in range(0, count, sub):
+            j2 = min(j1 + sub, count)
+            for i in range(j1, j2):
+                if nm is not None and i % nm[1] == 0:
+                    n, m = nm
+                    sal = P[i:i + m].pow(2).mul_(d_inv[i:i + m].pow(2).unsqueeze(1))
+                    idx = torch.topk(sal, m - n, dim=0, largest=False).indices
+                    mask[i:i + m].scatter_(0, idx, True)
+                    scale[i:i + m] = mask[i:i + m].float().mul_(d_inv[i:i + m].unsqueeze(1))
+                e = torch.mul(P[i], scale[i], out=err[i])
+                if i + 1 < j2:
+                    P[i + 1:j2].addr_(U[i, i + 1:j2], e, alpha=-1)
+            if j2 < count:
+                P[j2:].addmm_(U[j1:j2, j2:].t(), err[j1:j2], alpha=-1)
+        zero_(P, mask)
         if i2 < cols:
-            W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1)
+            WT[i2:].addmm_(Hinv[i1:i2, i2:].t(), err, alpha=-1)
+    W.copy_(WT.t())
     return W
-
-
-def _columns(W1, Q1, Err1, Hinv1, d, mask1, nm) -> None:
-    count = W1.shape[1]
-    if nm is not None:
-        n, m = nm
-    for i in range(count):
-        w = W1[:, i]
-        if nm is not None and i % m == 0:
-            tmp = W1[:, i:i + m].pow(2) / d[i:i + m].pow(2).unsqueeze(0)
-            idx = torch.topk(tmp, m - n, dim=1, largest=False).indices
-            mask1[:, i:i + m].scatter_(1, idx, True)
-        q = w.masked_fill(mask1[:, i], 0)
-        Q1[:, i] = q
-        err = (w - q) / d[i]
-        if i + 1 < count:
-            W1[:, i + 1:].addr_(err, Hinv1[i, i + 1:], alpha=-1)
-        Err1[:, i] = err
 
 
 @torch.no_grad()
@@ -148,7 +160,8 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
         for (a, b, _), m in zip(segs, mods, strict=True):
             m.weight.copy_(W[a:b])
 
-    Sequential(model, info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress).run(ids)
+    Sequential(model, info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
+               compute_dtype=cfg.compute_dtype()).run(ids)
     extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
                   "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
     return finish_unstructured(bundle, cfg, linears, extra)

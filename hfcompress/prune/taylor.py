@@ -25,6 +25,7 @@ from .engine import (
     prune_mask,
     sparsity_for,
     target_linears,
+    zero_,
 )
 
 
@@ -125,7 +126,7 @@ def apply_taylor(bundle, cfg: TaylorConfig, ctx):
     with torch.no_grad():
         for name, lin in linears.items():
             sp = sparsity_for(name, s, cfg.overrides)
-            lin.weight.masked_fill_(prune_mask(scores.pop(name), sp, nm, per=cfg.scope), 0)
+            zero_(lin.weight, prune_mask(scores.pop(name), sp, nm, per=cfg.scope))
     return finish_unstructured(bundle, cfg, linears, {"calibration_samples": int(ids.shape[0]),
                                                       "seq_len": int(ids.shape[1])})
 

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from ..registry import register_method
 from .base import PruneConfig
-from .engine import arch_info, finish_unstructured, global_threshold, target_linears
+from .engine import arch_info, finish_unstructured, global_threshold, target_linears, zero_
 
 
 class ThresholdConfig(PruneConfig):
@@ -33,7 +33,7 @@ def apply_threshold(bundle, cfg: ThresholdConfig, ctx):
     if t is None:
         t = global_threshold([lin.weight.detach().abs() for lin in linears.values()], cfg.effective_sparsity())
     for lin in linears.values():
-        lin.weight.masked_fill_(lin.weight.abs() < t, 0)
+        zero_(lin.weight, lin.weight.abs() < t)
     return finish_unstructured(bundle, cfg, linears, {"threshold": t})
 
 

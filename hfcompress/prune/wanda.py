@@ -18,13 +18,14 @@ from pydantic import Field
 
 from ..registry import register_method
 from .base import PruneConfig
-from .engine import Sequential, finish_unstructured, prepare_calibrated, prune_mask
+from .engine import Sequential, finish_unstructured, prepare_calibrated, prune_mask, zero_
 
 
 class WandaConfig(PruneConfig):
     """Wanda: |w| x input-activation norm, per output row; N:M; OWL; structured by activations."""
 
     supports_pattern = True
+    supports_calibration_dtype = True
     supports_structured = True
     method: Literal["wanda"] = "wanda"
     owl: bool = Field(False, description="OWL outlier-weighted layer-wise sparsity")
@@ -58,9 +59,10 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
             lin = linears[name]
             s = run.sparsity(name, cfg.overrides)
             score = lin.weight.detach().abs().float() * norm
-            lin.weight.masked_fill_(prune_mask(score, s, nm, per="row"), 0)
+            zero_(lin.weight, prune_mask(score, s, nm, per="row"))
 
-    Sequential(model, info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress).run(ids)
+    Sequential(model, info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
+               compute_dtype=cfg.compute_dtype()).run(ids)
     extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1])})
     return finish_unstructured(bundle, cfg, linears, extra)
 
