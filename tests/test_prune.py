@@ -324,8 +324,7 @@ def test_sparse_format_roundtrip_bit_exact(llama_tok, tmp_path, dtype):
 
     b = tiny_llama(llama_tok, intermediate_size=132)  # widths not a multiple of 8 -> padded bitmask
     b.model.to(dtype)
-    run(b, WandaConfig(sparsity=0.5, sparse_format=True, calibration=None) if False else
-        MagnitudeConfig(sparsity=0.5, sparse_format=True))
+    run(b, MagnitudeConfig(sparsity=0.5, sparse_format=True))
     (tmp_path / "sparse").mkdir()
     (tmp_path / "dense").mkdir()
     save_bundle(b, tmp_path / "sparse")
@@ -338,11 +337,55 @@ def test_sparse_format_roundtrip_bit_exact(llama_tok, tmp_path, dtype):
     got = re.state_dict()
     assert set(ref) == set(got)
     for k, v in ref.items():
-        assert torch.equal(v, got[k]), k
+        assert torch.equal(v.view(torch.uint8), got[k].view(torch.uint8)), k  # bit for bit
     assert getattr(re.config, "quantization_config", None) is None  # a plain dense model after loading
     dense_size = (tmp_path / "dense" / "model.safetensors").stat().st_size
     sparse_size = (tmp_path / "sparse" / "model.safetensors").stat().st_size
     assert sparse_size < dense_size
+
+
+def test_sparse_format_v1_checkpoint_still_loads(llama_tok, tmp_path):
+    """Version 1 stored the non-zeros raw in their own dtype; such checkpoints must keep loading."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    import hfcompress  # noqa: F401
+    from hfcompress.prune.sparse_format import SUFFIXES, pack_bitmask
+
+    b = tiny_llama(llama_tok)
+    run(b, MagnitudeConfig(sparsity=0.5))
+    state = {}
+    for k, v in b.model.state_dict().items():
+        if k == "lm_head.weight":
+            continue  # tied
+        if ".layers." in k and k.endswith("proj.weight"):
+            parts = (pack_bitmask(v != 0), v[v != 0].contiguous(), torch.tensor(list(v.shape)))
+            state.update({k + sfx: t for sfx, t in zip(SUFFIXES, parts, strict=True)})
+        else:
+            state[k] = v.contiguous()
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    b.model.config.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "hfcompress-sparse", "format": "bitmask", "version": 1}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    re = AutoModelForCausalLM.from_pretrained(tmp_path)
+    for k, v in b.model.state_dict().items():
+        assert torch.equal(v, re.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_values_codec_lossless(dtype):
+    from hfcompress.prune.sparse_format import decode_values, encode_values
+
+    v = (torch.randn(4099, generator=torch.Generator().manual_seed(0)) * 0.05).to(dtype)
+    v[::11] = -0.0
+    stream = encode_values(v)
+    assert stream.dtype == torch.uint8 and stream.numel() < v.numel() * v.element_size()
+    back = decode_values(stream)
+    assert back.dtype == dtype and torch.equal(back.view(torch.uint8), v.view(torch.uint8))
+    assert decode_values(encode_values(v[:0])).numel() == 0
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_values(torch.zeros(40, dtype=torch.uint8))
 
 
 def test_pack_unpack_bitmask():

@@ -6,11 +6,24 @@ writes ``model.safetensors`` where every 2-D floating tensor with at least
 
     <name>_sparse_bitmask  uint8 [ceil(numel / 8)]  bit i (little-endian within each byte) of the
                                                      row-major flattened tensor = 1 where non-zero
-    <name>_sparse_values   <tensor dtype> [nnz]      the non-zeros in row-major order, same dtype
+    <name>_sparse_values   uint8 [stream]            the non-zeros in row-major order, encoded
+                                                     by the ``values_codec`` (below)
     <name>_sparse_shape    int64 [ndim]              the dense shape
 
 All other tensors are stored as usual (dense). ``config.json`` gets
-``quantization_config = {"quant_method": "hfcompress-sparse", "format": "bitmask", "version": 1, ...}``.
+``quantization_config = {"quant_method": "hfcompress-sparse", "format": "bitmask", "version": 2,
+"values_codec": "byteplane-zlib", ...}``.
+
+``values_codec = "byteplane-zlib"`` (version 2): the values' bytes are split into planes; the
+high byte (sign + exponent: few distinct values among the weights a pruner keeps) is Huffman
+coded with zlib, the mantissa bytes are stored raw (they are close to uniform). A 24-byte
+header ``<4s B B 2x Q Q``: magic ``HFCV``, dtype code, itemsize, count, compressed length. On
+SmolLM2 this takes the high byte of fp16 values to ~half its size (about 4 bits saved per
+non-zero). Lossless: the reloaded tensors are bit-identical. Version 1 checkpoints
+(``values_codec = "raw"``: ``_sparse_values`` in the tensor's own dtype) still load.
+Written by hand because no maintained library stores entropy-coded tensors inside safetensors
+(compressed-tensors' bitmask format keeps the values raw); it uses only ``zlib`` from the
+standard library.
 
 Loading: ``import hfcompress`` registers a transformers quantizer for ``hfcompress-sparse`` whose
 weight converter rebuilds each dense tensor (bit-exact: the values keep their dtype) while
@@ -22,13 +35,21 @@ quantization config is dropped after loading, so ``save_pretrained`` writes a de
 from __future__ import annotations
 
 import json
+import struct
+import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 QUANT_METHOD = "hfcompress-sparse"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+VALUES_CODEC = "byteplane-zlib"
+_MAGIC = b"HFCV"
+_HEADER = struct.Struct("<4sBB2xQQ")
+_DTYPES = {1: torch.float16, 2: torch.bfloat16, 3: torch.float32, 4: torch.float64}
+_CODES = {v: k for k, v in _DTYPES.items()}
 #: tensors with fewer zeros than this stay dense (the bitmask costs 1 bit per element)
 MIN_SPARSITY = 0.1
 SUFFIXES = ("_sparse_bitmask", "_sparse_values", "_sparse_shape")
@@ -49,13 +70,45 @@ def unpack_bitmask(packed: torch.Tensor, numel: int) -> torch.Tensor:
     return bits.reshape(-1)[:numel]
 
 
+def encode_values(v: torch.Tensor) -> torch.Tensor:
+    """1-D float tensor -> uint8 stream: header, zlib(high-byte plane), raw low-byte planes."""
+    if v.dtype not in _CODES or sys.byteorder != "little":
+        raise ValueError(f"byteplane-zlib encodes float16/bfloat16/float32/float64 on little-endian hosts, "
+                         f"not {v.dtype}")
+    size = v.element_size()
+    planes = v.contiguous().view(torch.uint8).view(-1, size)
+    z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    hi = z.compress(planes[:, -1].contiguous().numpy().tobytes()) + z.flush()
+    head = _HEADER.pack(_MAGIC, _CODES[v.dtype], size, v.numel(), len(hi))
+    lo = planes[:, :-1].contiguous().reshape(-1)
+    return torch.cat([torch.frombuffer(bytearray(head + hi), dtype=torch.uint8), lo])
+
+
+def decode_values(stream: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`encode_values` (bit-exact)."""
+    raw = stream.contiguous().numpy()
+    magic, code, size, count, n_hi = _HEADER.unpack_from(raw.tobytes()[:_HEADER.size])
+    if magic != _MAGIC or code not in _DTYPES:
+        raise ValueError("hfcompress-sparse: corrupt values stream (bad header): re-download the checkpoint")
+    start = _HEADER.size
+    hi = zlib.decompress(raw[start:start + n_hi].tobytes())
+    planes = torch.empty(count, size, dtype=torch.uint8)
+    if count:
+        planes[:, -1] = torch.frombuffer(bytearray(hi), dtype=torch.uint8)
+    planes[:, :-1] = stream[start + n_hi:start + n_hi + count * (size - 1)].view(count, size - 1)
+    return planes.view(-1).view(_DTYPES[code])
+
+
 def compress_tensor(t: torch.Tensor) -> dict[str, torch.Tensor]:
     mask = t != 0
-    return {"bitmask": pack_bitmask(mask), "values": t[mask].contiguous(),
+    return {"bitmask": pack_bitmask(mask), "values": encode_values(t[mask]),
             "shape": torch.tensor(list(t.shape), dtype=torch.int64)}
 
 
 def decompress_tensor(bitmask: torch.Tensor, values: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """Dense tensor from its parts; ``values`` is a uint8 byteplane-zlib stream (v2) or raw (v1)."""
+    if values.dtype == torch.uint8:
+        values = decode_values(values)
     dims = [int(x) for x in shape.tolist()]
     numel = 1
     for d in dims:
@@ -101,7 +154,8 @@ def save_sparse(bundle: Any, folder: Path) -> None:
     cfg = json.loads(cfg_path.read_text())
     cfg["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
     cfg["quantization_config"] = {"quant_method": QUANT_METHOD, "format": "bitmask", "version": FORMAT_VERSION,
-                                  "bit_order": "little", "min_sparsity": MIN_SPARSITY, "compressed_tensors": n}
+                                  "values_codec": VALUES_CODEC, "bit_order": "little", "min_sparsity": MIN_SPARSITY,
+                                  "compressed_tensors": n}
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     if getattr(model, "generation_config", None) is not None and model.can_generate():
         model.generation_config.save_pretrained(folder)
