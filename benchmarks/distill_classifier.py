@@ -65,7 +65,8 @@ def build_teacher(epochs: float, tmp: Path, samples: int | None) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--teacher-epochs", type=float, default=1.0)
+    p.add_argument("--teacher-epochs", type=float, default=2.0,
+                   help="the cached teacher is rebuilt when its epochs / samples differ")
     p.add_argument("--student-epochs", type=float, default=1.0)
     p.add_argument("--student-layers", type=int, default=3)
     p.add_argument("--alpha", type=float, default=0.5)
@@ -81,7 +82,10 @@ def main() -> None:
     from hfcompress.distill import KDConfig, distill
 
     teacher_s = None
-    if not (CACHE / "model.safetensors").is_file():
+    built = json.loads((CACHE / "built.json").read_text()) if (CACHE / "built.json").is_file() else {}
+    wanted = (float(args.teacher_epochs), args.train_samples or 8066)
+    if not (CACHE / "model.safetensors").is_file() or \
+            (float(built.get("epochs", -1)), built.get("train_samples")) != wanted:
         teacher_s = build_teacher(args.teacher_epochs, Path(tempfile.mkdtemp()), args.train_samples)
     built = json.loads((CACHE / "built.json").read_text())
     teacher = hfcompress.load(str(CACHE), task="sequence-classification", dtype="float32")
