@@ -1,4 +1,5 @@
-"""Copy the benchmark result tables (benchmarks/results/*.md) into README.md.
+"""Copy the benchmark result tables (benchmarks/results/*.md) into README.md (and the
+pruning / distillation tables into docs/PRUNING.md and docs/DISTILLATION.md).
 
 The README's "Results" section sits between ``<!-- results:start -->`` and
 ``<!-- results:end -->``; this script rewrites that block from the result files that
@@ -17,9 +18,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def results_block() -> str:
+def results_block(pattern: str = "*.md") -> str:
     parts = [START, ""]
-    for md in sorted(RESULTS.glob("*.md")):
+    for md in sorted(RESULTS.glob(pattern)):
         body = md.read_text().strip()
         body = re.sub(r"^# ", "### ", body, flags=re.M)
         if not body.startswith("###"):
@@ -31,16 +32,21 @@ def results_block() -> str:
     return "\n".join(parts)
 
 
+#: documents whose results block is regenerated, and which result tables go in it
+TARGETS = {"README.md": "*.md", "docs/PRUNING.md": "prune_*.md", "docs/DISTILLATION.md": "distill_*.md"}
+
+
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    block = results_block()
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    readme.write_text(text)
-    print(f"README.md results: {len(list(RESULTS.glob('*.md')))} tables")
+    for name, pattern in TARGETS.items():
+        doc = ROOT / name
+        text = doc.read_text()
+        block = results_block(pattern)
+        if START in text and END in text:
+            text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        doc.write_text(text)
+        print(f"{name} results: {len(list(RESULTS.glob(pattern)))} tables")
 
 
 if __name__ == "__main__":

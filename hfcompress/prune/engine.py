@@ -219,6 +219,40 @@ def input_groups(block: nn.Module, linears: dict[str, nn.Linear], block_prefix: 
     return list(groups.values())
 
 
+class _OneMallocArena:
+    """glibc only: while active, threads created by the lock-step pool share the main malloc arena.
+
+    By default glibc gives each new thread its own arena, and memory a chunk frees there is kept
+    for that thread: with 8 chunk threads the block's transient activations were retained 8
+    times over (+450 MB peak RSS on SmolLM2). One arena lets the next chunk reuse what the
+    previous one freed. ``M_ARENA_MAX`` is restored to glibc's default (0) afterwards.
+    """
+
+    M_ARENA_MAX = -8
+
+    def __init__(self):
+        self.libc = None
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            lib = ctypes.CDLL(name) if name else None
+            if lib is not None and hasattr(lib, "mallopt") and hasattr(lib, "gnu_get_libc_version"):
+                self.libc = lib
+        except OSError:
+            self.libc = None
+
+    def __enter__(self):
+        if self.libc is not None:
+            self.libc.mallopt(self.M_ARENA_MAX, 1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.libc is not None:
+            self.libc.mallopt(self.M_ARENA_MAX, 0)
+
+
 def _no_autocast(x: torch.Tensor):
     return torch.autocast(x.device.type, enabled=False)
 
@@ -268,10 +302,11 @@ class Sequential:
             from tqdm.auto import tqdm
 
             blocks = tqdm(blocks, desc="pruning blocks", unit="block")
-        pool = None
+        pool = arena = None
         if not one_pass:
             from concurrent.futures import ThreadPoolExecutor
 
+            arena = _OneMallocArena().__enter__()
             pool = ThreadPoolExecutor(max_workers=-(-n // self.batch_size), thread_name_prefix="hfc-chunk")
         try:
             for i in blocks:
@@ -287,6 +322,7 @@ class Sequential:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
+                arena.__exit__(None, None, None)
 
     def _one_pass(self, block, hs, kwargs, groups) -> torch.Tensor:
         handles = []
@@ -333,7 +369,9 @@ class Sequential:
                 finally:
                     running.acquire()
             handles.append(self.linears[group[0]].register_forward_pre_hook(hook))
-        out = torch.empty_like(hs)
+        # each chunk reads only its own rows of hs: without an after_block hook (which needs the
+        # input and the output) the outputs overwrite the inputs in place (one less [n, seq, hidden])
+        out = torch.empty_like(hs) if self.after_block is not None else hs
 
         def work(a: int, b: int) -> None:
             with torch.no_grad(), self._autocast(hs), running:
