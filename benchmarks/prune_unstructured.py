@@ -44,11 +44,11 @@ CONFIGS = {
     "sparsegpt-50-owl": ("sparsegpt", {"sparsity": 0.5, "owl": True}),
     "sparsegpt-50-128cal": ("sparsegpt", {"sparsity": 0.5, "calibration": {"samples": 128}}),
     "wanda-50-128cal": ("wanda", {"sparsity": 0.5, "calibration": {"samples": 128}}),
-    "sparsegpt-50-bs8": ("sparsegpt", {"sparsity": 0.5, "batch_size": 8}),
+    "sparsegpt-50-onebatch": ("sparsegpt", {"sparsity": 0.5, "batch_size": 32}),
     "wanda-50-bf16": ("wanda", {"sparsity": 0.5, "calibration_dtype": "bfloat16"}),
     "sparsegpt-50-bf16": ("sparsegpt", {"sparsity": 0.5, "calibration_dtype": "bfloat16"}),
     "sparsegpt-2:4-bf16": ("sparsegpt", {"pattern": "2:4", "calibration_dtype": "bfloat16"}),
-    "wanda-50-bs4": ("wanda", {"sparsity": 0.5, "batch_size": 4}),
+    "wanda-50-onebatch": ("wanda", {"sparsity": 0.5, "batch_size": 32}),
 }
 PEER = {"dense": 28.1, "sparsegpt-50": 75.8, "wanda-50": 85.1, "sparsegpt-2:4": 177.9, "wanda-2:4": 669.6}
 PEER_SECONDS = {"sparsegpt-50": 148.0, "wanda-50": 74.0}

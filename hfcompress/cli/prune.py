@@ -95,7 +95,8 @@ def register(sub) -> None:
     g.add_argument("--owl", action="store_true", help="wanda / sparsegpt: OWL non-uniform layer-wise sparsity")
     g.add_argument("--percdamp", type=float, default=None, help="sparsegpt: Hessian damping (default 0.01)")
     g.add_argument("--batch-size", type=int, default=None,
-                   help="calibration samples per forward (default: all at once, one forward per block)")
+                   help="calibration samples per chunk (default: 2,048 tokens; chunks run in lock-step, "
+                        "one forward per block)")
     g.add_argument("--calibration-dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="wanda / sparsegpt: autocast dtype of the calibration forwards (bfloat16 is ~2x "
                         "faster on CPUs with AVX512-BF16/AMX; default: the model's dtype)")

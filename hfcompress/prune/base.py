@@ -68,7 +68,8 @@ class PruneConfig(StageConfig):
     calibration: CalibrationConfig | None = Field(
         None, description="calibration text (methods that need it use the defaults when omitted)")
     batch_size: int | None = Field(
-        None, ge=1, description="samples per calibration forward (default: all in one forward per block)")
+        None, ge=1, description="samples per calibration chunk (default: 2,048 tokens per chunk; chunks run in "
+                                "lock-step, one forward per block; >= samples: one batch)")
     calibration_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="autocast dtype of the calibration forwards (default: the model's dtype); "
                           "statistics accumulate in float32 and the weights keep the model's dtype")
