@@ -49,6 +49,9 @@ CONFIGS = {
     "sparsegpt-50-bf16": ("sparsegpt", {"sparsity": 0.5, "calibration_dtype": "bfloat16"}),
     "sparsegpt-2:4-bf16": ("sparsegpt", {"pattern": "2:4", "calibration_dtype": "bfloat16"}),
     "wanda-50-onebatch": ("wanda", {"sparsity": 0.5, "batch_size": 32}),
+    "wanda-50-lowmem": ("wanda", {"sparsity": 0.5, "low_memory": True}),
+    "sparsegpt-50-lowmem": ("sparsegpt", {"sparsity": 0.5, "low_memory": True}),
+    "wanda-50-lowmem-bf16": ("wanda", {"sparsity": 0.5, "low_memory": True, "calibration_dtype": "bfloat16"}),
 }
 #: llm-compressor 0.14 as quoted in the issue (its own data pipeline, busy machine). The peer on the
 #: SAME calibration windows, side by side: benchmarks/prune_peer_llmcompressor.py -> prune_peer.md

@@ -103,8 +103,10 @@ def targeted(bundle):
     lambda ds: TaylorConfig(sparsity=0.5, calibration=cal(ds, samples=2)),
     lambda ds: WandaConfig(sparsity=0.5, calibration=cal(ds), calibration_dtype="bfloat16"),
     lambda ds: SparseGPTConfig(sparsity=0.5, calibration=cal(ds), calibration_dtype="bfloat16", batch_size=2),
+    lambda ds: WandaConfig(sparsity=0.5, calibration=cal(ds), low_memory=True, batch_size=3),
+    lambda ds: SparseGPTConfig(sparsity=0.5, calibration=cal(ds), low_memory=True, batch_size=1),
 ], ids=["magnitude", "magnitude-row", "wanda", "wanda-chunked", "sparsegpt", "sparsegpt-chunked", "taylor",
-        "wanda-bf16", "sparsegpt-bf16-chunked"])
+        "wanda-bf16", "sparsegpt-bf16-chunked", "wanda-low-memory", "sparsegpt-low-memory"])
 def test_exact_unstructured_sparsity(llama_tok, cal_dataset, make):
     cfg = make(cal_dataset)
     b = tiny_llama(llama_tok)
@@ -487,6 +489,8 @@ def test_bad_combinations():
         MagnitudeConfig(calibration_dtype="bfloat16")
     with pytest.raises(ValidationError, match="calibration_dtype applies"):
         WandaConfig(structured="ffn", calibration_dtype="bfloat16")
+    with pytest.raises(ValidationError, match="low_memory applies"):
+        TaylorConfig(low_memory=True)
     with pytest.raises(ValidationError, match="multiple of M=8"):
         SparseGPTConfig(pattern="4:8", blocksize=20)
 

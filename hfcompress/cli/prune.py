@@ -55,6 +55,8 @@ def _run(args: argparse.Namespace) -> int:
         params["scope"] = args.scope
     if args.owl:
         params["owl"] = True
+    if args.low_memory:
+        params["low_memory"] = True
     if args.percdamp is not None:
         params["percdamp"] = args.percdamp
     cal = calibration_from_args(args)
@@ -100,6 +102,8 @@ def register(sub) -> None:
     g.add_argument("--calibration-dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="wanda / sparsegpt: autocast dtype of the calibration forwards (bfloat16 is ~2x "
                         "faster on CPUs with AVX512-BF16/AMX; default: the model's dtype)")
+    g.add_argument("--low-memory", action="store_true",
+                   help="wanda / sparsegpt: two passes per block, only one chunk's activations alive (slower)")
     g.add_argument("--sparse-format", action="store_true",
                    help="save in the compressed bitmask format (smaller file; reload needs `import hfcompress`)")
     add_calibration_args(p)

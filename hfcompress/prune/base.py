@@ -70,6 +70,9 @@ class PruneConfig(StageConfig):
     batch_size: int | None = Field(
         None, ge=1, description="samples per calibration chunk (default: 2,048 tokens per chunk; chunks run in "
                                 "lock-step, one forward per block; >= samples: one batch)")
+    low_memory: bool = Field(
+        False, description="wanda / sparsegpt: two passes per block (statistics from the unpruned block, then "
+                           "the outputs): only one chunk's activations alive, ~1.5-2x the time")
     calibration_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="autocast dtype of the calibration forwards (default: the model's dtype); "
                           "statistics accumulate in float32 and the weights keep the model's dtype")
@@ -114,9 +117,10 @@ class PruneConfig(StageConfig):
                     and abs(self.sparsity - want) > 1e-6:
                 raise ValueError(f"sparsity {self.sparsity} does not match pattern {self.pattern} "
                                  f"(which means sparsity {want:g}): drop the sparsity or make them agree")
-        if self.calibration_dtype is not None and (not self.supports_calibration_dtype or self.structured):
-            raise ValueError("calibration_dtype applies to the calibrated unstructured / N:M methods "
-                             "(wanda, sparsegpt): drop it for this method")
+        for opt in ("calibration_dtype", "low_memory"):
+            if getattr(self, opt) and (not self.supports_calibration_dtype or self.structured):
+                raise ValueError(f"{opt} applies to the calibrated unstructured / N:M methods "
+                                 "(wanda, sparsegpt): drop it for this method")
         if self.structured is not None:
             if not self.supports_structured:
                 raise ValueError(f"method {self.method!r} has no structured mode: use magnitude, wanda "

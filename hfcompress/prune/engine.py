@@ -259,6 +259,9 @@ class Sequential:
     progress: bool = False
     #: autocast dtype of the block forwards (None: the model's dtype); see PruneConfig.calibration_dtype
     compute_dtype: torch.dtype | None = None
+    #: False: two passes per block — statistics from the block's unpruned weights, then the
+    #: outputs (the original Wanda / SparseGPT recipe); only one chunk's activations are alive
+    in_order: bool = True
     stats: dict[str, Any] = field(default_factory=dict)
 
     def _autocast(self, hs: torch.Tensor):
@@ -280,7 +283,9 @@ class Sequential:
         for i in blocks:
             block = self.info.layers[i]
             groups = input_groups(block, self.linears, self.info.layer_name(i))
-            if one_pass:
+            if not self.in_order:
+                out = self._two_pass(block, hs, kwargs, groups)
+            elif one_pass:
                 out = self._one_pass(block, hs, kwargs, groups)
             else:
                 out = self._lockstep(block, hs, kwargs, groups)
@@ -306,6 +311,36 @@ class Sequential:
         finally:
             for h in handles:
                 h.remove()
+
+    def _two_pass(self, block, hs, kwargs, groups) -> torch.Tensor:
+        """Pass 1 accumulates every group's statistics chunk by chunk (outputs dropped), the
+        groups are pruned, pass 2 computes the outputs (in place when no after_block hook)."""
+        handles = []
+        for group in groups:
+            def hook(module, args, group=group):
+                x = args[0]
+                with _no_autocast(x):
+                    self.on_chunk(group, x.reshape(-1, x.shape[-1]))
+            handles.append(self.linears[group[0]].register_forward_pre_hook(hook))
+        n, bs = hs.shape[0], self.batch_size
+        try:
+            with self._autocast(hs):
+                for a in range(0, n, bs):
+                    b = min(a + bs, n)
+                    block(hs[a:b], **_slice_kwargs(kwargs, n, a, b))
+        finally:
+            for h in handles:
+                h.remove()
+        with _no_autocast(hs):
+            for group in groups:
+                self.on_group(group, None)
+        out = torch.empty_like(hs) if self.after_block is not None else hs
+        with self._autocast(hs):
+            for a in range(0, n, bs):
+                b = min(a + bs, n)
+                o = block(hs[a:b], **_slice_kwargs(kwargs, n, a, b))
+                out[a:b] = o[0] if isinstance(o, tuple) else o
+        return out
 
     def _lockstep(self, block, hs, kwargs, groups) -> torch.Tensor:
         """Chunks as greenlets (one OS thread: one malloc arena, shared autocast / grad state);
@@ -435,6 +470,8 @@ def finish_unstructured(bundle: Any, cfg: Any, linears: dict[str, nn.Linear], ex
         summary["pattern"] = cfg.pattern
     if getattr(cfg, "calibration_dtype", None):
         summary["calibration_dtype"] = cfg.calibration_dtype
+    if getattr(cfg, "low_memory", False):
+        summary["low_memory"] = True
     if cfg.sparse_format:
         from .sparse_format import save_sparse
 

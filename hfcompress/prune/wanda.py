@@ -62,7 +62,7 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
             zero_(lin.weight, prune_mask(score, s, nm, per="row"))
 
     Sequential(model, info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
-               compute_dtype=cfg.compute_dtype()).run(ids)
+               compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory).run(ids)
     extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1])})
     return finish_unstructured(bundle, cfg, linears, extra)
 
