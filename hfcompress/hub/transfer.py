@@ -52,7 +52,20 @@ def _token(token: str | None) -> str | None:
 def _endpoint(endpoint: str | None) -> str | None:
     """An explicit endpoint, else ``$HF_ENDPOINT`` read now (huggingface_hub reads it at import)."""
     ep = endpoint or os.environ.get("HF_ENDPOINT")
-    return ep.rstrip("/") if ep else None
+    if not ep:
+        return None
+    from urllib.parse import urlsplit
+
+    where = "--endpoint" if endpoint else "HF_ENDPOINT"
+    try:
+        parts = urlsplit(ep)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
+            or not ep.isprintable() or any(c.isspace() for c in ep):
+        raise UsageError(f"{where} {ep!r} is not an http(s) URL: give e.g. https://huggingface.co or "
+                         "http://127.0.0.1:8000")
+    return ep.rstrip("/")
 
 
 def load_model(folder: str | Path) -> Any:
