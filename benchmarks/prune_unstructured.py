@@ -52,6 +52,8 @@ CONFIGS = {
     "wanda-50-lowmem": ("wanda", {"sparsity": 0.5, "low_memory": True}),
     "sparsegpt-50-lowmem": ("sparsegpt", {"sparsity": 0.5, "low_memory": True}),
     "wanda-50-lowmem-bf16": ("wanda", {"sparsity": 0.5, "low_memory": True, "calibration_dtype": "bfloat16"}),
+    "wanda-50-lowmem-bf16-bs1": ("wanda", {"sparsity": 0.5, "low_memory": True, "calibration_dtype": "bfloat16",
+                                           "batch_size": 1}),
 }
 #: llm-compressor 0.14 as quoted in the issue (its own data pipeline, busy machine). The peer on the
 #: SAME calibration windows, side by side: benchmarks/prune_peer_llmcompressor.py -> prune_peer.md
