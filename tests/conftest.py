@@ -48,3 +48,15 @@ def minilm_path() -> Path:
     from hfcompress.assets import MINILM, ensure_asset
 
     return ensure_asset(MINILM)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_secrets():
+    """Secrets registered by one in-process CLI call (e.g. a fuzzed ``--token perplexity``) must
+    not redact words in the next test's output: the registry is process-wide by design."""
+    from hfcompress import secrets
+
+    saved = set(secrets._KNOWN)
+    yield
+    secrets._KNOWN.clear()
+    secrets._KNOWN.update(saved)
