@@ -219,22 +219,6 @@ def _slice_kwargs(kwargs: dict[str, Any], n: int, a: int, b: int) -> dict[str, A
     return {k: cut(v) for k, v in kwargs.items()}
 
 
-def block_forward(block: nn.Module, hs: torch.Tensor, kwargs: dict[str, Any], batch_size: int | None,
-                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """Run ``block`` on all samples (in chunks of ``batch_size``); returns the outputs."""
-    n = hs.shape[0]
-    bs = n if not batch_size else min(batch_size, n)
-    if bs == n:
-        o = block(hs, **kwargs)
-        return o[0] if isinstance(o, tuple) else o
-    out = torch.empty_like(hs) if out is None else out
-    for a in range(0, n, bs):
-        b = min(a + bs, n)
-        o = block(hs[a:b], **_slice_kwargs(kwargs, n, a, b))
-        out[a:b] = o[0] if isinstance(o, tuple) else o
-    return out
-
-
 def input_groups(block: nn.Module, linears: dict[str, nn.Linear], block_prefix: str) -> list[list[str]]:
     """Target Linear names of one block grouped by shared input (q/k/v together, gate/up together)."""
     names = [n for n in linears if n.startswith(block_prefix + ".")]
@@ -339,7 +323,8 @@ class Sequential:
             handles.append(self.linears[group[0]].register_forward_pre_hook(hook))
         try:
             with self._autocast(hs):
-                return block_forward(block, hs, kwargs, None)
+                o = block(hs, **kwargs)
+                return o[0] if isinstance(o, tuple) else o
         finally:
             for h in handles:
                 h.remove()
