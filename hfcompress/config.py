@@ -10,15 +10,20 @@ are errors (``extra="forbid"``)::
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UsageError
 
 
 class StrictModel(BaseModel):
     """Pydantic base: unknown keys and wrong types are errors; assignment is validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class StageConfig(StrictModel):
@@ -43,3 +48,33 @@ class CalibrationConfig(StrictModel):
     seq_len: int = Field(512, ge=8, le=131_072)
     seed: int = 0
     revision: str | None = None
+
+
+def validation_message(exc: ValidationError, *, flags: bool = False, context: str = "") -> str:
+    """One line for a pydantic ``ValidationError``: where (a ``--flag`` or a dotted key) and what.
+
+    ``flags=True`` names fields as CLI flags (``calibration.seq_len`` -> ``--seq-len``).
+    """
+    errors = exc.errors()
+    err = errors[0]
+    loc = [str(x) for x in err["loc"]]
+    if flags:
+        where = f"--{loc[-1].replace('_', '-')}" if loc else "options"
+    else:
+        where = ".".join(loc) or "options"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown option"
+    elif err["type"] == "missing":
+        msg = "missing required value"
+    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+    prefix = f"{context}: " if context else ""
+    return f"{prefix}{where}: {msg}{more}"
+
+
+def build_config(cls: type[M], params: dict[str, Any], *, flags: bool = False, context: str = "") -> M:
+    """Validate ``params`` into ``cls``; a bad value raises a one-line :class:`UsageError`."""
+    try:
+        return cls.model_validate(params)
+    except ValidationError as exc:
+        raise UsageError(validation_message(exc, flags=flags, context=context)) from None

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import StageConfig
-from .errors import HFCompressError, UsageError
+from .errors import UsageError
 from .io import (
     RECIPE_NAME,
     REPORT_NAME,
@@ -39,20 +37,11 @@ from .loading import ModelBundle, load
 from .recipes import Recipe, dump_recipe
 from .registry import get_method
 from .secrets import scrub
+from .stage import PICKLE_SUFFIXES, StageContext, as_bundle, refuse_pickles, run_stage, save_bundle
 
-
-@dataclass
-class StageContext:
-    """What a stage can see besides the model: where to put scratch files, extra
-    output files (``files``: name -> bytes, written next to the model), earlier
-    stage records and evaluation results, and whether to show progress bars."""
-
-    work_dir: Path | None = None
-    files: dict[str, bytes] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    evaluations: list[dict[str, Any]] = field(default_factory=list)
-    progress: bool = True
-    source_bundle: ModelBundle | None = None
+# Re-exported: the stage contract lives in hfcompress.stage.
+__all__ = ["PICKLE_SUFFIXES", "CompressResult", "StageContext", "as_bundle", "compress", "count_parameters",
+           "refuse_pickles", "run_stage", "save_bundle"]
 
 
 @dataclass
@@ -68,59 +57,6 @@ def count_parameters(model: Any) -> dict[str, int]:
 
     figures = size_figures(model)
     return {"parameters": figures["parameters"], "nonzero_parameters": figures["nonzero_parameters"]}
-
-
-def run_stage(bundle: ModelBundle, config: StageConfig, ctx: StageContext | None = None) -> dict[str, Any]:
-    """Apply one stage config to ``bundle``; returns the record stored in the report."""
-    ctx = ctx or StageContext()
-    method = get_method(config.family, config.method)
-    if not isinstance(config, method.config_cls):
-        config = method.config_cls.model_validate(config.model_dump())
-    start = time.perf_counter()
-    summary = method.apply(bundle, config, ctx) or {}
-    record = {
-        "family": config.family,
-        "method": config.method,
-        "params": config.model_dump(mode="json"),
-        "seconds": round(time.perf_counter() - start, 3),
-        "summary": summary,
-    }
-    ctx.records.append(record)
-    return record
-
-
-def as_bundle(model: Any, tokenizer: Any = None, task: str | None = None) -> ModelBundle:
-    """Wrap a bare ``PreTrainedModel`` (or pass a bundle through) for the verbs."""
-    if isinstance(model, ModelBundle):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return load(model, task=task)
-    from .loading import detect_task
-
-    return ModelBundle(model=model, tokenizer=tokenizer, task=task or detect_task(model.config))
-
-
-def save_bundle(bundle: ModelBundle, folder: Path) -> None:
-    """Write the model (safetensors only) and its tokenizer / processor into ``folder``."""
-    if bundle.saver is not None:
-        bundle.saver(bundle, folder)
-    else:
-        bundle.model.save_pretrained(folder)
-    if bundle.tokenizer is not None:
-        bundle.tokenizer.save_pretrained(folder)
-    refuse_pickles(folder)
-
-
-#: Suffixes of pickle-based files, never written into an output folder.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def refuse_pickles(folder: Path) -> None:
-    """Raise if any pickle-based file (``*.bin``, ``*.pt``, ...) is in ``folder`` (recursively)."""
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
-            raise HFCompressError(f"refusing to write pickle file {p.relative_to(folder)}: "
-                                  "only safetensors are written")
 
 
 def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,

@@ -1,28 +1,32 @@
-"""Method registry: one registration call per method.
+"""Method registry: one decorator per method, family and name read from the config class.
 
-Each stage family (``prune``, ``quantize``, ``distill``, ``evaluate``, ...) has methods
-registered by name. A method is a pydantic config class (the same object the Python
-API and the YAML recipe use) plus the function that applies it::
+Each stage family (``prune``, ``quantize``, ``distill``, ``finetune``, ``evaluate``) has
+methods registered by name. A method is a pydantic config class (the same object the
+Python API and the YAML recipe use) plus the function that applies it::
 
-    from hfcompress.registry import register_method
+    from typing import Literal
+    from hfcompress.registry import register
     from hfcompress.prune.base import PruneConfig
 
     class MyPruneConfig(PruneConfig):
+        \"\"\"Zero the smallest weights of every block Linear.\"\"\"
         method: Literal["my-prune"] = "my-prune"
-        sparsity: float = 0.5
 
-    def apply_my_prune(bundle, config, ctx):
+    @register(MyPruneConfig)
+    def my_prune(bundle, config: MyPruneConfig, ctx) -> dict:
         ...  # modify bundle.model in place (or replace it)
         return {"sparsity": config.sparsity}  # summary for hfcompress.json
 
-    register_method("prune", "my-prune", MyPruneConfig, apply_my_prune)
+The CLI's ``--method`` choices and flags, the recipe schema and the docs tables are all
+generated from what is registered here; a duplicate name is an error.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -30,6 +34,11 @@ from .errors import NotImplementedStageError
 
 #: The stage families a recipe may contain, in the order they usually run.
 FAMILIES = ("prune", "quantize", "distill", "finetune", "evaluate")
+
+#: The package that registers a family's methods when imported.
+_FAMILY_PACKAGE = {"finetune": "distill"}
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -39,32 +48,60 @@ class Method:
     config_cls: type[BaseModel]
     apply: Callable[..., Any]
     description: str = ""
+    #: Family-specific hooks (e.g. the evaluation family's prepare / check / measure).
+    extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 _REGISTRY: dict[str, dict[str, Method]] = {f: {} for f in FAMILIES}
 
 
-def register_method(
-    family: str,
-    name: str,
-    config_cls: type[BaseModel],
-    apply: Callable[..., Any],
-    description: str = "",
-) -> Method:
-    """Register ``name`` in ``family``. Re-registering a name replaces it (reloads)."""
+def config_identity(config_cls: type[BaseModel]) -> tuple[str, str]:
+    """``(family, method name)`` declared by a config class (``family`` ClassVar, ``method`` default)."""
+    family = getattr(config_cls, "family", "")
+    field_info = getattr(config_cls, "model_fields", {}).get("method")
+    name = field_info.default if field_info is not None else None
+    if family not in _REGISTRY:
+        raise ValueError(f"{config_cls.__name__}.family is {family!r}; set it to one of {', '.join(FAMILIES)}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{config_cls.__name__} needs a default `method` name (method: Literal['x'] = 'x')")
+    return family, name
+
+
+def register_method(family: str, name: str, config_cls: type[BaseModel], apply: Callable[..., Any],
+                    description: str = "", **extras: Any) -> Method:
+    """Register ``name`` in ``family`` (prefer the :func:`register` decorator). Duplicates raise."""
     if family not in _REGISTRY:
         raise ValueError(f"unknown stage family {family!r}; known: {', '.join(FAMILIES)}")
-    method = Method(family, name, config_cls, apply, description or (config_cls.__doc__ or "").strip())
+    existing = _REGISTRY[family].get(name)
+    if existing is not None and (existing.config_cls.__qualname__, existing.config_cls.__module__) != (
+            config_cls.__qualname__, config_cls.__module__):
+        raise ValueError(f"{family} method {name!r} is already registered by "
+                         f"{existing.config_cls.__module__}.{existing.config_cls.__qualname__}")
+    first_line = (config_cls.__doc__ or "").strip().splitlines()
+    method = Method(family, name, config_cls, apply, description or (first_line[0] if first_line else ""),
+                    dict(extras))
     _REGISTRY[family][name] = method
     return method
 
 
+def register(config_cls: type[BaseModel], *, description: str = "", **extras: Any) -> Callable[[F], F]:
+    """Decorator: register the decorated ``apply(bundle, config, ctx)`` for ``config_cls``.
+
+    Family and name come from the class (``family`` ClassVar, ``method`` default). Stack it
+    to register one function for several configs.
+    """
+    family, name = config_identity(config_cls)
+
+    def decorate(apply: F) -> F:
+        register_method(family, name, config_cls, apply, description, **extras)
+        return apply
+
+    return decorate
+
+
 def _ensure_loaded(family: str) -> None:
     """Import the family's package so its methods register themselves."""
-    import importlib
-
-    module = {"finetune": "distill"}.get(family, family)
-    importlib.import_module(f"hfcompress.{module}")
+    importlib.import_module(f"hfcompress.{_FAMILY_PACKAGE.get(family, family)}")
 
 
 def methods(family: str) -> dict[str, Method]:

@@ -38,7 +38,7 @@ def distill(model: Any, config: DistillConfig | None = None, *, tokenizer: Any =
     bundle when given a bundle or a repo id, else the model).
     """
     from ..loading import ModelBundle
-    from ..pipeline import StageContext, as_bundle, run_stage
+    from ..stage import StageContext, as_bundle, run_stage
     from .kd import KDConfig, apply_kd
 
     if config is None:
@@ -56,7 +56,7 @@ def distill(model: Any, config: DistillConfig | None = None, *, tokenizer: Any =
 def finetune(model: Any, config: FinetuneConfig, *, tokenizer: Any = None) -> Any:
     """Recovery fine-tuning (LoRA / QLoRA) of ``model``; returns the merged model (or bundle)."""
     from ..loading import ModelBundle
-    from ..pipeline import as_bundle, run_stage
+    from ..stage import as_bundle, run_stage
 
     bundle = as_bundle(model, tokenizer)
     run_stage(bundle, config)

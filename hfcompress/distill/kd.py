@@ -36,6 +36,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import StageConfig
 from ..errors import UsageError
+from ..registry import register
 from .base import DistillConfig
 from .data import TrainDataConfig
 
@@ -230,6 +231,7 @@ def build_student(config: KDConfig, bundle: Any, teacher: Any, teacher_tokenizer
     return sb.model, sb.tokenizer, {"from": config.student}
 
 
+@register(KDConfig)
 def apply_kd(bundle: Any, config: KDConfig, ctx: Any, *, student_model: Any = None) -> dict[str, Any]:
     from .data import build_dataset
     from .trainer import DistillationTrainer, check_tokenizers, detach_projector
@@ -287,12 +289,3 @@ def apply_kd(bundle: Any, config: KDConfig, ctx: Any, *, student_model: Any = No
     if layer_map:
         summary["layer_map"] = [list(p) for p in layer_map]
     return summary
-
-
-def _register() -> None:
-    from ..registry import register_method
-
-    register_method("distill", "kd", KDConfig, apply_kd)
-
-
-_register()

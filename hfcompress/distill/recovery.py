@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from ..registry import register
 from .base import FinetuneConfig
 from .kd import (
     INPUT,
@@ -205,6 +206,8 @@ def to_4bit(bundle: Any, config: QLoraFinetuneConfig, ctx: Any) -> Any:
 
 
 # -- the stage ---------------------------------------------------------------------------------------
+@register(LoraFinetuneConfig)
+@register(QLoraFinetuneConfig)
 def apply_lora(bundle: Any, config: LoraFinetuneConfig, ctx: Any) -> dict[str, Any]:
     import peft
 
@@ -270,13 +273,3 @@ def apply_lora(bundle: Any, config: LoraFinetuneConfig, ctx: Any) -> dict[str, A
     summary["zeros_preserved"] = check_mask(merged, masks) if masks else None
     bundle.model = merged
     return summary
-
-
-def _register() -> None:
-    from ..registry import register_method
-
-    register_method("finetune", "lora", LoraFinetuneConfig, apply_lora)
-    register_method("finetune", "qlora", QLoraFinetuneConfig, apply_lora)
-
-
-_register()

@@ -35,28 +35,21 @@ class MethodSpec:
     measure: Callable[..., list[dict[str, Any]]]
 
 
-_SPECS: dict[str, MethodSpec] = {}
-
-
 def register_eval_method(name: str, config_cls: type[EvaluateConfig], spec: MethodSpec) -> None:
     """Register an evaluation method for the verb and as the ``evaluate`` recipe stage."""
     from ..registry import register_method
 
-    _SPECS[name] = spec
-
     def apply(bundle: Any, config: EvaluateConfig, ctx: Any) -> dict[str, Any]:
         return apply_stage(bundle, config, ctx)
 
-    register_method("evaluate", name, config_cls, apply)
+    register_method("evaluate", name, config_cls, apply, spec=spec)
 
 
 def spec_for(config: EvaluateConfig) -> MethodSpec:
-    from ..errors import NotImplementedStageError
+    """The prepare / check / measure hooks registered for ``config.method``."""
+    from ..registry import get_method
 
-    if config.method not in _SPECS:
-        raise NotImplementedStageError(f"evaluate method {config.method!r} is not available "
-                                       f"(available: {', '.join(sorted(_SPECS))})")
-    return _SPECS[config.method]
+    return get_method("evaluate", config.method).extras["spec"]
 
 
 # ------------------------------------------------------------------ recipe stage
@@ -193,7 +186,7 @@ def evaluate(
     weights are loaded.
     """
     from ..loading import load
-    from ..pipeline import as_bundle
+    from ..stage import as_bundle
     from .report import build_report, write_report
 
     load_kwargs = {k: v for k, v in (load_kwargs or {}).items() if v is not None}

@@ -366,7 +366,7 @@ def measure_efficiency(bundle: Any, config: EfficiencyConfig, *, model_label: st
     scratch: Path | None = None
     try:
         if folder is None and (config.measure_disk or config.peak_rss == "subprocess"):
-            from ..pipeline import save_bundle
+            from ..stage import save_bundle
 
             scratch = Path(tempfile.mkdtemp(prefix="hfcompress-eff-", dir=work_dir))
             try:

@@ -147,7 +147,7 @@ def prune(model: Any, config: PruneConfig, *, tokenizer: Any = None) -> Any:
     Returns the same kind of object it was given (a rebuilt model for structured methods).
     """
     from ..loading import ModelBundle
-    from ..pipeline import as_bundle, run_stage
+    from ..stage import as_bundle, run_stage
 
     bundle = as_bundle(model, tokenizer)
     run_stage(bundle, config)

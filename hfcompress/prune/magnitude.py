@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from ..registry import register_method
+from ..registry import register
 from .base import PruneConfig
 from .engine import (
     arch_info,
@@ -37,6 +37,7 @@ class MagnitudeConfig(PruneConfig):
     scope: Literal["layer", "row", "global"] = "layer"
 
 
+@register(MagnitudeConfig)
 @torch.no_grad()
 def apply_magnitude(bundle, cfg: MagnitudeConfig, ctx):
     if cfg.structured:
@@ -63,6 +64,3 @@ def apply_magnitude(bundle, cfg: MagnitudeConfig, ctx):
         mask = prune_mask(lin.weight.detach().abs().float(), sp, nm, per=cfg.scope)
         zero_(lin.weight, mask)
     return finish_unstructured(bundle, cfg, linears, {"scope": cfg.scope})
-
-
-register_method("prune", "magnitude", MagnitudeConfig, apply_magnitude)

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ..errors import HFCompressError
-from ..registry import register_method
+from ..registry import register
 from .base import PruneConfig
 from .engine import Sequential, finish_unstructured, lowest_k_mask, prepare_calibrated, zero_
 
@@ -132,6 +132,7 @@ def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int,
     return W
 
 
+@register(SparseGPTConfig)
 @torch.no_grad()
 def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
     run = prepare_calibrated(bundle, cfg, ctx)
@@ -165,6 +166,3 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
     extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
                   "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
     return finish_unstructured(bundle, cfg, linears, extra)
-
-
-register_method("prune", "sparsegpt", SparseGPTConfig, apply_sparsegpt)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..registry import register_method
+from ..registry import register
 from .base import PruneConfig
 from .engine import (
     arch_info,
@@ -108,6 +108,7 @@ def taylor_scores(bundle, info, params: dict[str, nn.Parameter], ids: torch.Tens
     return scores
 
 
+@register(TaylorConfig)
 def apply_taylor(bundle, cfg: TaylorConfig, ctx):
     if cfg.structured:
         from .structured import apply_structured
@@ -129,6 +130,3 @@ def apply_taylor(bundle, cfg: TaylorConfig, ctx):
             zero_(lin.weight, prune_mask(scores.pop(name), sp, nm, per=cfg.scope))
     return finish_unstructured(bundle, cfg, linears, {"calibration_samples": int(ids.shape[0]),
                                                       "seq_len": int(ids.shape[1])})
-
-
-register_method("prune", "taylor", TaylorConfig, apply_taylor)

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..registry import register_method
+from ..registry import register
 from .base import PruneConfig
 from .engine import arch_info, finish_unstructured, global_threshold, target_linears, zero_
 
@@ -24,6 +24,7 @@ class ThresholdConfig(PruneConfig):
     threshold: float | None = Field(None, ge=0.0, description="absolute |w| threshold; overrides sparsity")
 
 
+@register(ThresholdConfig)
 @torch.no_grad()
 def apply_threshold(bundle, cfg: ThresholdConfig, ctx):
     model = bundle.model
@@ -35,6 +36,3 @@ def apply_threshold(bundle, cfg: ThresholdConfig, ctx):
     for lin in linears.values():
         zero_(lin.weight, lin.weight.abs() < t)
     return finish_unstructured(bundle, cfg, linears, {"threshold": t})
-
-
-register_method("prune", "threshold", ThresholdConfig, apply_threshold)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..registry import register_method
+from ..registry import register
 from .base import PruneConfig
 from .engine import Sequential, finish_unstructured, prepare_calibrated, prune_mask, zero_
 
@@ -37,6 +37,7 @@ def _norm_sq(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=0, dtype=torch.float32).pow_(2)
 
 
+@register(WandaConfig)
 @torch.no_grad()
 def apply_wanda(bundle, cfg: WandaConfig, ctx):
     if cfg.structured:
@@ -65,6 +66,3 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
                compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory).run(ids)
     extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1])})
     return finish_unstructured(bundle, cfg, linears, extra)
-
-
-register_method("prune", "wanda", WandaConfig, apply_wanda)

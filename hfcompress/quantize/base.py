@@ -55,7 +55,7 @@ def quantize(model: Any, config: QuantizeConfig, *, tokenizer: Any = None) -> An
     Calibrated methods need the tokenizer (pass ``tokenizer=`` with a bare model).
     """
     from ..loading import ModelBundle
-    from ..pipeline import as_bundle, run_stage
+    from ..stage import as_bundle, run_stage
 
     bundle = as_bundle(model, tokenizer)
     run_stage(bundle, config)

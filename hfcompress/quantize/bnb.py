@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ..errors import UnsupportedError, UsageError
-from ..registry import register_method
+from ..registry import register
 from .base import (
     DTYPES,
     QuantizeConfig,
@@ -154,6 +154,9 @@ def harden_bnb4(model: Any) -> None:
             qs.absmax = qs.absmax.to(torch.bfloat16).to(qs.absmax.dtype)
 
 
+@register(BnbInt8Config)
+@register(BnbNF4Config)
+@register(BnbFP4Config)
 def apply_bnb(bundle: Any, config: QuantizeConfig, ctx: Any) -> dict[str, Any]:
     _check_env()
     model = bundle.model
@@ -194,8 +197,3 @@ def apply_bnb(bundle: Any, config: QuantizeConfig, ctx: Any) -> dict[str, Any]:
 def check_compute_dtype(name: str | None) -> None:
     if name is not None and name not in DTYPES:
         raise UsageError(f"unknown compute dtype {name!r}: use one of {', '.join(DTYPES)}")
-
-
-register_method("quantize", "bnb-int8", BnbInt8Config, apply_bnb)
-register_method("quantize", "bnb-nf4", BnbNF4Config, apply_bnb)
-register_method("quantize", "bnb-fp4", BnbFP4Config, apply_bnb)

@@ -31,7 +31,7 @@ from pydantic import Field
 
 from ..config import CalibrationConfig
 from ..errors import UnsupportedError, UsageError
-from ..registry import register_method
+from ..registry import register
 from .base import QuantizeConfig, check_not_quantized, input_sparsity, select_linears
 
 
@@ -401,6 +401,7 @@ def _calibration(bundle: Any, config: _CalibratedConfig) -> torch.Tensor:
     return calibration_ids(bundle.tokenizer, config.calibration)
 
 
+@register(CalibratedNF4Config)
 def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> dict[str, Any]:
     from .bnb import BnbNF4Config, apply_bnb
 
@@ -429,6 +430,7 @@ def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> 
     return summary
 
 
+@register(CalibratedInt4Config)
 def apply_calibrated_int4(bundle: Any, config: CalibratedInt4Config, ctx: Any) -> dict[str, Any]:
     from optimum.quanto import qint4
     from optimum.quanto.nn import quantize_module
@@ -489,7 +491,3 @@ def apply_calibrated_int4(bundle: Any, config: CalibratedInt4Config, ctx: Any) -
     }
     summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))
     return summary
-
-
-register_method("quantize", "calibrated-nf4", CalibratedNF4Config, apply_calibrated_nf4)
-register_method("quantize", "calibrated-int4", CalibratedInt4Config, apply_calibrated_int4)

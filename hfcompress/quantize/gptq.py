@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ..config import CalibrationConfig
 from ..errors import UnsupportedError, UsageError
-from ..registry import register_method
+from ..registry import register
 from .base import QuantizeConfig, check_not_quantized, model_dtype, scratch_dir, select_linears
 
 GPTQ_MISSING = ("GPTQ needs the gptqmodel package: pip install 'hfcompress[gptq]' (requires torch>=2.14.1)")
@@ -47,6 +47,7 @@ def gptq_available() -> bool:
     return importlib.util.find_spec("gptqmodel") is not None and importlib.util.find_spec("optimum") is not None
 
 
+@register(GPTQConfig)
 def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
     if not gptq_available():
         raise UnsupportedError(GPTQ_MISSING)
@@ -91,6 +92,3 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - size accounting is best-effort for third-party layers
         summary["size_error"] = str(exc)[:200]
     return summary
-
-
-register_method("quantize", "gptq", GPTQConfig, apply_gptq)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ..errors import UnsupportedError, UsageError
-from ..registry import register_method
+from ..registry import register
 from .base import (
     QuantizeConfig,
     check_not_quantized,
@@ -111,6 +111,10 @@ def quanto_quantize(model: Any, modules: dict[str, Any], qtype: str, group_size:
     return spec
 
 
+@register(QuantoInt8Config)
+@register(QuantoInt4Config)
+@register(QuantoInt2Config)
+@register(QuantoFloat8Config)
 def apply_quanto(bundle: Any, config: _QuantoConfig, ctx: Any) -> dict[str, Any]:
     from .bnb import measure
     from .quanto_format import HfcQuantoConfig, attach
@@ -146,9 +150,3 @@ def apply_quanto(bundle: Any, config: _QuantoConfig, ctx: Any) -> dict[str, Any]
     }
     summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))
     return summary
-
-
-register_method("quantize", "quanto-int8", QuantoInt8Config, apply_quanto)
-register_method("quantize", "quanto-int4", QuantoInt4Config, apply_quanto)
-register_method("quantize", "quanto-int2", QuantoInt2Config, apply_quanto)
-register_method("quantize", "quanto-float8", QuantoFloat8Config, apply_quanto)
