@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .cards import write_card
+from .errors import OutputError, UsageError
 from .io import (
     RECIPE_NAME,
     REPORT_NAME,
@@ -35,11 +38,12 @@ from .io import (
 )
 from .loading import ModelBundle, load
 from .recipes import Recipe, dump_recipe
-from .registry import get_method
+from .registry import Method, get_method
 from .secrets import scrub
+from .sizes import count_parameters
 from .stage import PICKLE_SUFFIXES, StageContext, as_bundle, refuse_pickles, run_stage, save_bundle
 
-# Re-exported: the stage contract lives in hfcompress.stage.
+# Re-exported: the stage contract lives in hfcompress.stage, size accounting in hfcompress.sizes.
 __all__ = ["PICKLE_SUFFIXES", "CompressResult", "StageContext", "as_bundle", "compress", "count_parameters",
            "refuse_pickles", "run_stage", "save_bundle"]
 
@@ -49,14 +53,6 @@ class CompressResult:
     bundle: ModelBundle
     report: dict[str, Any]
     output: Path | None = None
-
-
-def count_parameters(model: Any) -> dict[str, int]:
-    """Total and non-zero parameter counts (tied weights once; packed 4-bit weights unpacked)."""
-    from .evaluate.efficiency import size_figures
-
-    figures = size_figures(model)
-    return {"parameters": figures["parameters"], "nonzero_parameters": figures["nonzero_parameters"]}
 
 
 def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
@@ -83,6 +79,38 @@ def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
     return report
 
 
+def _source_folder(model: str | os.PathLike | ModelBundle) -> Path | None:
+    """The input's folder when it is known without loading (a local folder or a bundle)."""
+    if isinstance(model, ModelBundle):
+        return model.path
+    return Path(model) if os.path.isdir(model) else None
+
+
+def _refuse_inside_source(out: Path, source: Path, output: str | os.PathLike) -> None:
+    """The containment part of :func:`check_output`, for a source known only after loading (a Hub snapshot)."""
+    src = Path(source).resolve()
+    if out == src or src in out.parents:
+        raise OutputError(f"output folder {output} is the input model folder or inside it: "
+                          "choose a folder outside the source model")
+    if out in src.parents:
+        raise OutputError(f"output folder {output} contains the input model: choose another folder")
+
+
+def _write_model(bundle: ModelBundle, ctx: StageContext, folder: Path) -> None:
+    """The model files: linked from the stages' saved copy when one is current, else saved now."""
+    if ctx.saved is None or not ctx.saved.is_dir():
+        save_bundle(bundle, folder)
+        return
+    for src in sorted(ctx.saved.rglob("*")):
+        if src.is_file():
+            dst = folder / src.relative_to(ctx.saved)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system: copy
+                shutil.copy2(src, dst)
+
+
 def compress(
     model: str | os.PathLike | ModelBundle,
     recipe: Recipe,
@@ -91,37 +119,35 @@ def compress(
     overwrite: bool = False,
     progress: bool = True,
     load_kwargs: dict[str, Any] | None = None,
+    repo_id: str | None = None,
 ) -> CompressResult:
     """Run ``recipe`` on ``model`` (repo id, folder or bundle); save to ``output`` if given.
 
     The output folder is checked before anything is loaded and written atomically:
-    model + tokenizer, ``recipe.yaml`` and ``hfcompress.json``.
+    model + tokenizer, ``recipe.yaml``, ``hfcompress.json`` and the model card
+    (``README.md``, whose loading snippet names ``repo_id`` when the folder will be pushed there).
     """
     if not isinstance(recipe, Recipe):
         raise UsageError("compress() needs a Recipe: build one with Recipe(stages=[...]) or load_recipe(path)")
-    for stage in recipe.stages:  # fail on unknown methods before loading anything
-        get_method(stage.family, stage.method)
-    if output is not None and isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
-        check_output(output, source=Path(model), overwrite=overwrite)
-    elif output is not None:
-        check_output(output, overwrite=overwrite)
+    # Each stage's method resolved once, before anything is loaded (unknown methods fail here).
+    resolved: list[tuple[Any, Method]] = [(stage, get_method(stage.family, stage.method)) for stage in recipe.stages]
+    source = _source_folder(model)
+    out = check_output(output, source=source, overwrite=overwrite) if output is not None else None
     bundle = model if isinstance(model, ModelBundle) else load(model, **(load_kwargs or {}))
-    if output is not None and bundle.path is not None:
-        check_output(output, source=bundle.path, overwrite=overwrite)
+    if out is not None and source is None and bundle.path is not None:
+        _refuse_inside_source(out, bundle.path, output)
 
     params_before = count_parameters(bundle.model)
     bytes_before = weight_bytes(bundle.path) if bundle.path is not None else None
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="hfcompress-work-") as work:
         ctx = StageContext(work_dir=Path(work), progress=progress)
-        for stage in recipe.stages:
-            run_stage(bundle, stage, ctx)
+        for stage, method in resolved:
+            run_stage(bundle, stage, ctx, method=method)
         if output is None:
             report = build_report(bundle, recipe, ctx, params_before, bytes_before, None)
             return CompressResult(bundle=bundle, report=report)
         with atomic_folder(output, overwrite=overwrite) as tmp:
-            save_bundle(bundle, tmp)
+            _write_model(bundle, ctx, tmp)
             for name, data in ctx.files.items():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
@@ -130,12 +156,5 @@ def compress(
             (tmp / RECIPE_NAME).write_text(dump_recipe(Recipe.model_validate(scrub(recipe.to_dict()))))
             report = scrub(build_report(bundle, recipe, ctx, params_before, bytes_before, tmp))
             write_json(tmp / REPORT_NAME, report)
-            _write_card_if_available(tmp, Path(output).name)
+            write_card(tmp, repo_id=repo_id, name=Path(output).name)
     return CompressResult(bundle=bundle, report=report, output=Path(output).resolve())
-
-
-def _write_card_if_available(folder: Path, name: str) -> None:
-    """Render README.md (the model card) from the report just written."""
-    from .cards import write_card
-
-    write_card(folder, name=name)

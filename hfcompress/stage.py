@@ -12,6 +12,8 @@ each method can type its ``apply(bundle, config, ctx: StageContext)``::
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,10 @@ from typing import Any
 from .config import StageConfig
 from .errors import HFCompressError
 from .loading import ModelBundle, detect_task, load
-from .registry import get_method
+from .registry import Method, get_method
+
+#: Families whose stages only read the model (a save made before them stays valid).
+READ_ONLY_FAMILIES = ("evaluate",)
 
 
 @dataclass
@@ -35,6 +40,26 @@ class StageContext:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     progress: bool = True
     source_bundle: ModelBundle | None = None
+    #: The save of the current model made by :meth:`saved_copy` (dropped when a stage may change it).
+    saved: Path | None = None
+
+    def saved_copy(self, bundle: ModelBundle) -> Path:
+        """A folder holding ``bundle`` as :func:`save_bundle` writes it, saved once per model state.
+
+        Measurements that need a file (bytes on disk, a fresh-process memory probe) share it,
+        and the pipeline links its files into the output instead of saving the model again.
+        """
+        if self.saved is None or not self.saved.is_dir():
+            folder = Path(tempfile.mkdtemp(prefix="saved-", dir=self.work_dir))
+            save_bundle(bundle, folder)
+            self.saved = folder
+        return self.saved
+
+    def model_changing(self) -> None:
+        """Forget the saved copy: the next stage may change the model."""
+        if self.saved is not None:
+            shutil.rmtree(self.saved, ignore_errors=True)
+            self.saved = None
 
 
 def as_bundle(model: Any, tokenizer: Any = None, task: str | None = None) -> ModelBundle:
@@ -69,12 +94,18 @@ def refuse_pickles(folder: Path) -> None:
                                   "only safetensors are written")
 
 
-def run_stage(bundle: ModelBundle, config: StageConfig, ctx: StageContext | None = None) -> dict[str, Any]:
-    """Apply one stage config to ``bundle``; returns the record stored in the report."""
+def run_stage(bundle: ModelBundle, config: StageConfig, ctx: StageContext | None = None,
+              method: Method | None = None) -> dict[str, Any]:
+    """Apply one stage config to ``bundle``; returns the record stored in the report.
+
+    ``method``: the registered method when the caller has resolved it already.
+    """
     ctx = ctx or StageContext()
-    method = get_method(config.family, config.method)
+    method = method or get_method(config.family, config.method)
     if not isinstance(config, method.config_cls):
         config = method.config_cls.model_validate(config.model_dump())
+    if config.family not in READ_ONLY_FAMILIES:
+        ctx.model_changing()
     start = time.perf_counter()
     summary = method.apply(bundle, config, ctx) or {}
     record = {

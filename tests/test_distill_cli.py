@@ -95,7 +95,7 @@ def test_accelerate_launch_module_entry(setup, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1", "--cpu",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "hfcompress.distill.run", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
+           "-m", "hfcompress.cli.distill", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
            "--seq-len", "32", "--output", str(out), "--no-progress", "--max_steps", "2", "--save_strategy", "no"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -9,6 +9,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..io import RECIPE_NAME, read_report
+from ..loading import TASKS
+from ..reports import render_markdown
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 CARD_NAME = "README.md"
@@ -124,17 +126,7 @@ def _eval_results(report: dict[str, Any], pipeline_tag: str) -> list[Any]:
 def _evaluation_table(report: dict[str, Any]) -> str:
     if not report.get("evaluation"):
         return ""
-    try:
-        from ..evaluate.report import render_markdown
-    except ImportError:
-        render_markdown = None
-    if render_markdown is not None:
-        return render_markdown(report, title=None)
-    rows = ["| metric | dataset | model | value |", "|---|---|---|---|"]
-    for e in report["evaluation"]:
-        rows.append(f"| {e.get('metric')} | {_public(e.get('dataset', ''))} | {e.get('model', 'compressed')} "
-                    f"| {e.get('value')} |")
-    return "\n".join(rows)
+    return render_markdown(report, title=None)
 
 
 def _load_snippet(config: dict[str, Any], task_auto: str, repo: str) -> tuple[str, bool]:
@@ -156,8 +148,6 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
     ``name`` is the model name shown when there is no ``repo_id`` (default: the folder name).
     """
     from huggingface_hub import ModelCard, ModelCardData
-
-    from ..loading.load import TASKS
 
     folder = Path(folder)
     report = read_report(folder)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import DistillConfig, FinetuneConfig, distill, finetune
+from .base import DistillConfig, FinetuneConfig
 from .data import TrainDataConfig
 from .kd import KDConfig
 from .recovery import LoraFinetuneConfig, QLoraFinetuneConfig
+from .verbs import distill, finetune
 
 __all__ = ["DistillConfig", "DistillationTrainer", "FinetuneConfig", "KDConfig", "LoraFinetuneConfig",
            "QLoraFinetuneConfig", "TrainDataConfig", "distill", "finetune"]

@@ -19,11 +19,12 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from ..config import StageConfig
+from ..reports import BASELINE, COMPRESSED
+
+__all__ = ["BASELINE", "COMPRESSED", "EVAL_SCHEMA_VERSION", "DatasetEvalConfig", "EvaluateConfig", "make_result"]
 
 #: Version of the result / report schema written by this package.
 EVAL_SCHEMA_VERSION = 1
-#: Model labels used in results.
-COMPRESSED, BASELINE = "compressed", "baseline"
 
 
 class EvaluateConfig(StageConfig):
@@ -40,10 +41,10 @@ class EvaluateConfig(StageConfig):
 class DatasetEvalConfig(EvaluateConfig):
     """Fields shared by the methods that read a Hub dataset (repo id or local folder)."""
 
-    dataset: str
-    config: str | None = None
-    split: str = "validation"
-    revision: str | None = None
+    dataset: str = Field(description="Hub dataset repo id or local dataset folder")
+    config: str | None = Field(None, description="dataset config name")
+    split: str = Field("validation", description="dataset split")
+    revision: str | None = Field(None, description="branch, tag or commit of the dataset repo")
 
 
 def make_result(

@@ -19,51 +19,61 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError, UsageError
+from ..loading import ModelBundle, detect_task, load
+from ..loading.load import _resolve
+from ..registry import get_method, register_method
+from ..stage import StageContext, as_bundle
 from .base import BASELINE, COMPRESSED, EvaluateConfig
+from .report import build_report, plot_bytes, write_report
 
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """An evaluation method's three steps (see the module doc)."""
+
     prepare: Callable[[Any], Any]
     check: Callable[[Any, Any, Any, str], None]
     measure: Callable[..., list[dict[str, Any]]]
+    #: Whether ``measure`` reads the model from a folder (bytes on disk, a fresh-process probe):
+    #: in a recipe it then gets the stages' shared saved copy instead of saving its own.
+    needs_folder: Callable[[Any], bool] | None = None
 
 
 def register_eval_method(name: str, config_cls: type[EvaluateConfig], spec: MethodSpec) -> None:
-    """Register an evaluation method for the verb and as the ``evaluate`` recipe stage."""
-    from ..registry import register_method
-
-    def apply(bundle: Any, config: EvaluateConfig, ctx: Any) -> dict[str, Any]:
-        return apply_stage(bundle, config, ctx)
-
-    register_method("evaluate", name, config_cls, apply, spec=spec)
+    """Register an evaluation method (prefer ``@register(Config, spec=MethodSpec(...))`` on
+    :func:`apply_stage`, as the metric modules do)."""
+    register_method("evaluate", name, config_cls, apply_stage, spec=spec)
 
 
 def spec_for(config: EvaluateConfig) -> MethodSpec:
     """The prepare / check / measure hooks registered for ``config.method``."""
-    from ..registry import get_method
-
     return get_method("evaluate", config.method).extras["spec"]
 
 
 # ------------------------------------------------------------------ recipe stage
-def apply_stage(bundle: Any, config: EvaluateConfig, ctx: Any) -> dict[str, Any]:
+def apply_stage(bundle: ModelBundle, config: EvaluateConfig, ctx: StageContext) -> dict[str, Any]:
     """The recipe stage: evaluate the compressed model (and the source with ``baseline``)."""
-    from .report import plot_bytes
-
     spec = spec_for(config)
     prepared = spec.prepare(config)
     spec.check(config, prepared, bundle.model.config, bundle.task)
-    work = getattr(ctx, "work_dir", None)
-    progress = bool(getattr(ctx, "progress", False))
-    # folder=None: the pipeline's model differs from bundle.path (the source) on disk.
-    results = spec.measure(bundle, config, prepared, model_label=COMPRESSED, folder=None, work_dir=work,
+    work = ctx.work_dir
+    progress = ctx.progress
+    # The pipeline's model differs from bundle.path (the source) on disk: a method that reads a
+    # folder gets the saved copy shared with the other stages (and linked into the output).
+    folder = None
+    if work is not None and spec.needs_folder is not None and spec.needs_folder(config):
+        try:
+            folder = ctx.saved_copy(bundle)
+        except Exception:  # noqa: BLE001 - the method saves (and reports the failure) itself
+            folder = None
+    results = spec.measure(bundle, config, prepared, model_label=COMPRESSED, folder=folder, work_dir=work,
                            progress=progress)
     if config.baseline:
         base = _source_bundle(bundle, ctx)
@@ -74,8 +84,6 @@ def apply_stage(bundle: Any, config: EvaluateConfig, ctx: Any) -> dict[str, Any]
     try:
         ctx.files.update(plot_bytes({"evaluation": ctx.evaluations}))
     except Exception as exc:  # noqa: BLE001 - a plot must not lose the measurements
-        import warnings
-
         warnings.warn(f"evaluation plots failed: {exc}", stacklevel=2)
     summary: dict[str, Any] = {}
     for r in results:
@@ -85,12 +93,9 @@ def apply_stage(bundle: Any, config: EvaluateConfig, ctx: Any) -> dict[str, Any]
     return summary
 
 
-def _source_bundle(bundle: Any, ctx: Any) -> Any:
+def _source_bundle(bundle: ModelBundle, ctx: StageContext) -> ModelBundle:
     """The uncompressed source model, re-loaded from where the pipeline read it (cached on ctx)."""
-    from ..errors import UsageError
-    from ..loading import load
-
-    cached = getattr(ctx, "source_bundle", None)
+    cached = ctx.source_bundle
     if cached is not None:
         return cached
     if bundle.path is not None and Path(bundle.path).is_dir():
@@ -100,28 +105,27 @@ def _source_bundle(bundle: Any, ctx: Any) -> Any:
     else:
         raise UsageError("baseline: true needs the source model, but this model was not loaded from a folder "
                          "or repo: pass the baseline explicitly (evaluate(..., baseline=...))")
-    if hasattr(ctx, "source_bundle"):
-        ctx.source_bundle = base
+    ctx.source_bundle = base
     return base
 
 
 # ------------------------------------------------------------------ verb
-def _as_configs(metrics: Any) -> list[EvaluateConfig]:
-    from .efficiency import EfficiencyConfig
-    from .perplexity import PerplexityConfig
+#: Metrics that can be named alone (their configs need no dataset); the default of evaluate().
+NAMED_METRICS = ("perplexity", "efficiency")
 
+
+def _as_configs(metrics: Any) -> list[EvaluateConfig]:
     if metrics is None:
-        return [PerplexityConfig(), EfficiencyConfig()]
+        metrics = list(NAMED_METRICS)
     if isinstance(metrics, (EvaluateConfig, str)):
         metrics = [metrics]
     out = []
     for m in metrics:
         if isinstance(m, str):
-            defaults = {"perplexity": PerplexityConfig, "efficiency": EfficiencyConfig}
-            if m not in defaults:
+            if m not in NAMED_METRICS:
                 raise UsageError(f"metric {m!r} needs a config with its dataset: pass e.g. "
                                  "AccuracyConfig(dataset=...) instead of a name")
-            m = defaults[m]()
+            m = get_method("evaluate", m).config_cls()
         if not isinstance(m, EvaluateConfig):
             raise UsageError(f"evaluate() takes evaluation configs, got {type(m).__name__}")
         out.append(m)
@@ -130,14 +134,10 @@ def _as_configs(metrics: Any) -> list[EvaluateConfig]:
 
 def _peek(model: Any, load_kwargs: dict[str, Any]) -> tuple[Any, str, str | None]:
     """(model config, task, display name) without loading weights."""
-    from ..loading import ModelBundle, detect_task
-
     if isinstance(model, ModelBundle):
         return model.model.config, model.task, _display(model)
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoConfig
-
-        from ..loading.load import _resolve
 
         folder, source = _resolve(os.fspath(model), load_kwargs.get("revision"), load_kwargs.get("token"))
         try:
@@ -148,12 +148,12 @@ def _peek(model: Any, load_kwargs: dict[str, Any]) -> tuple[Any, str, str | None
     return model.config, detect_task(model.config), type(model).__name__
 
 
-def _display(bundle: Any) -> str:
+def _display(bundle: ModelBundle) -> str:
     src = bundle.source
     return src.repo_id or src.local_name or (Path(bundle.path).name if bundle.path else type(bundle.model).__name__)
 
 
-def _model_info(bundle: Any, name: str | None) -> dict[str, Any]:
+def _model_info(bundle: ModelBundle, name: str | None) -> dict[str, Any]:
     cfg = bundle.model.config
     return {"name": name or _display(bundle), "source": bundle.source.to_dict(), "task": bundle.task,
             "architecture": (getattr(cfg, "architectures", None) or [type(bundle.model).__name__])[0],
@@ -185,10 +185,6 @@ def evaluate(
     All datasets are loaded and checked (and the models' configs read) before any
     weights are loaded.
     """
-    from ..loading import load
-    from ..stage import as_bundle
-    from .report import build_report, write_report
-
     load_kwargs = {k: v for k, v in (load_kwargs or {}).items() if v is not None}
     configs = _as_configs(metrics)
     out_path = _check_output(output, overwrite) if output is not None else None

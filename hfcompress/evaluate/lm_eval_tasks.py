@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import UnsupportedError
+from ..registry import register
 from .base import EvaluateConfig, make_result
+from .core import MethodSpec, apply_stage
 
 
 class LMEvalConfig(EvaluateConfig):
@@ -63,6 +65,4 @@ def _measure(bundle: Any, cfg: LMEvalConfig, prepared: Any, *, model_label: str,
     return results
 
 
-from .core import MethodSpec, register_eval_method  # noqa: E402
-
-register_eval_method("lm-eval", LMEvalConfig, MethodSpec(_prepare, _check, _measure))
+register(LMEvalConfig, spec=MethodSpec(_prepare, _check, _measure))(apply_stage)

@@ -20,7 +20,12 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from .base import DatasetEvalConfig
+from ..data import load_texts
+from ..errors import UnsupportedError, UsageError
+from ..registry import register
+from ..sizes import memory_bytes
+from .base import DatasetEvalConfig, make_result
+from .core import MethodSpec, apply_stage
 
 
 def tokenize_corpus(tokenizer: Any, texts: list[str], max_tokens: int | None = None,
@@ -137,13 +142,11 @@ class PerplexityConfig(DatasetEvalConfig):
 
 def prepare_perplexity(cfg: PerplexityConfig) -> list[str]:
     """The split's texts (column and emptiness checked); no model needed."""
-    from ..data import load_texts
 
     return load_texts(cfg.dataset, cfg.resolved_config(), cfg.split, cfg.text_column, cfg.revision)
 
 
 def check_perplexity_model(cfg: PerplexityConfig, task: str) -> None:
-    from ..errors import UnsupportedError
 
     if task != "causal-lm":
         raise UnsupportedError(f"perplexity needs a causal LM; this model is {task!r}: use --metric accuracy "
@@ -171,8 +174,6 @@ def tokenize_prefix(tokenizer: Any, texts: list[str], max_tokens: int | None) ->
 
 def measure_perplexity(bundle: Any, cfg: PerplexityConfig, texts: list[str], *, model_label: str,
                        progress: bool = False) -> list[dict[str, Any]]:
-    from ..errors import UsageError
-    from .base import make_result
 
     check_perplexity_model(cfg, bundle.task)
     tok = bundle.tokenizer
@@ -190,10 +191,9 @@ def measure_perplexity(bundle: Any, cfg: PerplexityConfig, texts: list[str], *, 
     settings = {"text_column": cfg.text_column, "max_tokens": cfg.max_tokens, "corpus_tokens": int(ids.numel()),
                 "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "add_bos": cfg.add_bos,
                 "batch_size": cfg.batch_size, "join": "\\n\\n", "special_tokens": False}
-    from .tasks import _model_bytes
 
     details = {"nll": res["nll"], "scored_tokens": res["tokens"], "windows": res["windows"],
-               "model_bytes": _model_bytes(bundle.model)}
+               "model_bytes": memory_bytes(bundle.model)}
     return [make_result("perplexity", "perplexity", res["perplexity"], model=model_label, higher_is_better=False,
                         dataset=cfg.dataset, config=cfg.resolved_config(), split=cfg.split, settings=settings,
                         details=details, seconds=time.perf_counter() - start)]
@@ -208,6 +208,4 @@ def _measure(bundle: Any, cfg: PerplexityConfig, texts: list[str], *, model_labe
     return measure_perplexity(bundle, cfg, texts, model_label=model_label, progress=progress)
 
 
-from .core import MethodSpec, register_eval_method  # noqa: E402
-
-register_eval_method("perplexity", PerplexityConfig, MethodSpec(prepare_perplexity, _check, _measure))
+register(PerplexityConfig, spec=MethodSpec(prepare_perplexity, _check, _measure))(apply_stage)

@@ -22,8 +22,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..data import load_split
 from ..errors import UnsupportedError, UsageError
+from ..metrics import local_metric_path, local_metrics
+from ..registry import register
+from ..sizes import memory_bytes
 from .base import DatasetEvalConfig, make_result
+from .core import MethodSpec, apply_stage
 
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -73,7 +78,6 @@ def load_metric(name: str, *, hub: bool = False) -> Any:
     """An ``evaluate`` module: the shipped copy, a local path, or the Hub's (only with ``hub``)."""
     import evaluate as hf_evaluate
 
-    from ..metrics import local_metric_path, local_metrics
 
     path = None if hub else local_metric_path(name)
     if path is None and os.path.exists(name):
@@ -103,7 +107,6 @@ class ClassificationData:
 
 def prepare_classification(cfg: ClassificationEvalConfig) -> ClassificationData:
     """Load and check the split (columns, emptiness, labels) and the metric; no model needed."""
-    from ..data import load_split
 
     where = f"dataset {cfg.dataset} ({cfg.split})"
     ds = load_split(cfg.dataset, cfg.config, cfg.split, cfg.revision)
@@ -249,7 +252,7 @@ def measure_classification(bundle: Any, cfg: ClassificationEvalConfig, data: Cla
     if cfg.text_pair_column:
         settings["text_pair_column"] = cfg.text_pair_column
     details = dict(data.notes)
-    model_bytes = _model_bytes(bundle.model)
+    model_bytes = memory_bytes(bundle.model)
     details["model_bytes"] = model_bytes
     out = []
     for key, value in (scores or {}).items():
@@ -273,18 +276,6 @@ def _metric_name(cfg: ClassificationEvalConfig) -> str:
     return cfg.method
 
 
-def _model_bytes(model: Any) -> int:
-    from .efficiency import tensor_bytes
-
-    seen: set[int] = set()
-    total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += tensor_bytes(t)
-    return total
-
-
 def _check(cfg: ClassificationEvalConfig, data: ClassificationData, model_config: Any, task: str) -> None:
     bind_labels(cfg, data, model_config, task)
 
@@ -294,9 +285,6 @@ def _measure(bundle: Any, cfg: ClassificationEvalConfig, data: ClassificationDat
     return measure_classification(bundle, cfg, data, model_label=model_label, progress=progress)
 
 
-from .core import MethodSpec, register_eval_method  # noqa: E402
-
 _SPEC = MethodSpec(prepare_classification, _check, _measure)
-register_eval_method("accuracy", AccuracyConfig, _SPEC)
-register_eval_method("f1", F1Config, _SPEC)
-register_eval_method("metric", MetricConfig, _SPEC)
+for _cls in (AccuracyConfig, F1Config, MetricConfig):
+    register(_cls, spec=_SPEC)(apply_stage)

@@ -2,7 +2,7 @@
 
 Every quantization method is a config class (``kind`` says whether its grid is
 ``uniform`` — affine / absmax integers — or ``non-uniform`` — a codebook such as NF4)
-plus an ``apply`` registered with :func:`hfcompress.registry.register_method`::
+plus an ``apply(bundle, config, ctx: StageContext)`` registered with ``@register(Config)``::
 
     from hfcompress.quantize import quantize, BnbNF4Config
     model = quantize(model, BnbNF4Config(double_quant=True))
@@ -18,16 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from pydantic import Field
 
 from ..config import StageConfig
 from ..errors import UsageError
+from ..loading import ModelBundle
+from ..sizes import logical_parameters, memory_bytes, safetensors_sizes
+from ..stage import StageContext, as_bundle, run_stage, save_bundle
+
+# Re-exported: size accounting lives in hfcompress.sizes.
+__all__ = ["DTYPES", "QuantizeConfig", "logical_parameters", "measure", "memory_bytes", "quantize",
+           "safetensors_sizes", "size_summary"]
 
 #: dtype names accepted for ``compute_dtype``.
 DTYPES = ("float32", "float16", "bfloat16")
@@ -45,7 +53,8 @@ class QuantizeConfig(StageConfig):
     family: ClassVar[str] = "quantize"
     kind: ClassVar[str] = "uniform"
 
-    skip_modules: list[str] = Field(default_factory=list)
+    skip_modules: list[str] = Field(default_factory=list, description="modules (names or patterns like "
+                                    "'*.down_proj') kept in full precision")
 
 
 def quantize(model: Any, config: QuantizeConfig, *, tokenizer: Any = None) -> Any:
@@ -54,9 +63,6 @@ def quantize(model: Any, config: QuantizeConfig, *, tokenizer: Any = None) -> An
     A bare model gives back a (new) quantized model; a bundle or repo id gives back the bundle.
     Calibrated methods need the tokenizer (pass ``tokenizer=`` with a bare model).
     """
-    from ..loading import ModelBundle
-    from ..stage import as_bundle, run_stage
-
     bundle = as_bundle(model, tokenizer)
     run_stage(bundle, config)
     return bundle if isinstance(model, ModelBundle) or isinstance(model, str) else bundle.model
@@ -90,8 +96,6 @@ def check_not_quantized(model: Any) -> None:
 
 
 def model_dtype(model: Any) -> Any:
-    import torch
-
     for p in model.parameters():
         if p.is_floating_point():
             return p.dtype
@@ -99,8 +103,6 @@ def model_dtype(model: Any) -> Any:
 
 
 def torch_dtype(name: str | None) -> Any:
-    import torch
-
     return None if name is None else getattr(torch, name)
 
 
@@ -132,8 +134,6 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def linear_modules(model: Any) -> dict[str, Any]:
-    import torch
-
     return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
@@ -157,11 +157,9 @@ def select_linears(model: Any, skip: list[str], *, use_defaults: bool = True) ->
 # ---------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def scratch_dir(ctx: Any, name: str) -> Iterator[Path]:
+def scratch_dir(ctx: StageContext | None, name: str) -> Iterator[Path]:
     """A scratch folder under ``ctx.work_dir`` (or a temporary folder), removed afterwards."""
-    import shutil
-
-    base = getattr(ctx, "work_dir", None)
+    base = ctx.work_dir if ctx is not None else None
     if base is None:
         with tempfile.TemporaryDirectory(prefix=f"hfcompress-{name}-") as tmp:
             yield Path(tmp)
@@ -193,62 +191,6 @@ def save_plain(model: Any, folder: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Size accounting
 # ---------------------------------------------------------------------------------------------
-
-def _tensor_bytes(t: Any) -> int:
-    inner = getattr(t, "__tensor_flatten__", None)
-    if inner is not None and type(t).__name__ != "Tensor" and not type(t).__name__ == "Parameter":
-        try:
-            names, _ = t.__tensor_flatten__()
-            return sum(_tensor_bytes(getattr(t, n)) for n in names)
-        except Exception:  # noqa: BLE001
-            pass
-    n = t.numel() * t.element_size()
-    qs = getattr(t, "quant_state", None)  # bnb Params4bit
-    if qs is not None:
-        for attr in ("absmax", "code"):
-            v = getattr(qs, attr, None)
-            if v is not None:
-                n += v.numel() * v.element_size()
-        nested = getattr(qs, "state2", None)
-        if nested is not None:
-            for attr in ("absmax", "code"):
-                v = getattr(nested, attr, None)
-                if v is not None:
-                    n += v.numel() * v.element_size()
-    scb = getattr(t, "SCB", None)  # bnb Int8Params
-    if scb is not None:
-        n += scb.numel() * scb.element_size()
-    return n
-
-
-def memory_bytes(model: Any) -> int:
-    """Bytes of the model's parameters and buffers in memory (tied tensors once, packed sizes for quantized)."""
-    seen: set[int] = set()
-    total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        total += _tensor_bytes(t)
-    return total
-
-
-def safetensors_sizes(folder: Path) -> dict[str, int]:
-    """name -> bytes of every tensor in the folder's safetensors files (read from the headers)."""
-    import struct
-
-    out: dict[str, int] = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for k, v in header.items():
-            if k == "__metadata__":
-                continue
-            a, b = v["data_offsets"]
-            out[k] = b - a
-    return out
-
 
 def size_summary(model: Any, folder: Path | None, quantized: dict[str, tuple[int, int]],
                  kept: list[str], *, fp_bytes_per_param: int = 4) -> dict[str, Any]:
@@ -293,19 +235,25 @@ def size_summary(model: Any, folder: Path | None, quantized: dict[str, tuple[int
     return summary
 
 
-def logical_parameters(model: Any) -> int:
-    """Number of weights as the full-precision model had them (bnb packs two 4-bit weights per byte)."""
-    import math
+def measure(bundle: ModelBundle, ctx: StageContext, names: list[str], kept: list[str], *,
+            sparsity_before: float) -> dict[str, Any]:
+    """Size summary (bytes on disk from a save of the quantized model) + sparsity.
 
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        qs = getattr(p, "quant_state", None)
-        total += math.prod(qs.shape) if qs is not None and getattr(qs, "shape", None) is not None else p.numel()
-    return total
+    In a pipeline the save is the stages' shared copy (``ctx.saved_copy``), which later
+    stages and the output reuse; called alone, a scratch save removed afterwards.
+    """
+    model = bundle.model
+    shapes = quantized_linear_shapes(model, names)
+    if ctx is not None and ctx.work_dir is not None:
+        summary = size_summary(model, ctx.saved_copy(bundle), shapes, kept)
+    else:
+        with scratch_dir(ctx, "measure") as folder:
+            save_bundle(bundle, folder)
+            summary = size_summary(model, folder, shapes, kept)
+    if sparsity_before > 0.01:
+        summary["sparsity_before"] = round(sparsity_before, 4)
+        summary["sparsity_after_dequantization"] = round(sparsity_of(model, names), 4)
+    return summary
 
 
 def quantized_linear_shapes(model: Any, names: list[str]) -> dict[str, tuple[int, int]]:
@@ -322,8 +270,6 @@ def quantized_linear_shapes(model: Any, names: list[str]) -> dict[str, tuple[int
 
 def dequantized_weight(module: Any) -> Any:
     """The float weight a quantized Linear computes with (bnb 4/8-bit, quanto, or plain)."""
-    import torch
-
     w = module.weight
     name = type(w).__name__
     if name == "Params4bit":

@@ -16,25 +16,30 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, field_validator
 
 from ..errors import UnsupportedError, UsageError
+from ..loading import ModelBundle
 from ..registry import register
+from ..stage import StageContext
 from .base import (
     DTYPES,
     QuantizeConfig,
     check_not_quantized,
     default_skip_modules,
     input_sparsity,
+    measure,
     model_dtype,
-    quantized_linear_shapes,
     save_plain,
     scratch_dir,
     select_linears,
-    size_summary,
-    sparsity_of,
     torch_dtype,
 )
+
+# ``measure`` is re-exported here (it lived in this module; the calibrated quantizers import it).
+__all__ = ["BnbFP4Config", "BnbInt8Config", "BnbNF4Config", "apply_bnb", "bnb_config", "harden_bnb4", "measure",
+           "reload_quantized"]
 
 
 class BnbInt8Config(QuantizeConfig):
@@ -103,7 +108,7 @@ def bnb_config(config: QuantizeConfig, skip: list[str], dtype: Any) -> Any:
     )
 
 
-def reload_quantized(bundle: Any, ctx: Any, qconfig: Any, name: str) -> Any:
+def reload_quantized(bundle: ModelBundle, ctx: StageContext, qconfig: Any, name: str) -> Any:
     """Save ``bundle.model`` to scratch, reload it through ``from_pretrained`` with ``qconfig``."""
     model = bundle.model
     dtype = model_dtype(model)
@@ -113,22 +118,6 @@ def reload_quantized(bundle: Any, ctx: Any, qconfig: Any, name: str) -> Any:
                                           device_map="cpu")
     new.eval()
     return new
-
-
-def measure(bundle: Any, ctx: Any, names: list[str], kept: list[str], *, sparsity_before: float) -> dict[str, Any]:
-    """Size summary (saves the quantized model to scratch to count bytes on disk) + sparsity."""
-    model = bundle.model
-    shapes = quantized_linear_shapes(model, names)
-    with scratch_dir(ctx, "measure") as folder:
-        if bundle.saver is not None:
-            bundle.saver(bundle, folder)
-        else:
-            model.save_pretrained(folder)
-        summary = size_summary(model, folder, shapes, kept)
-    if sparsity_before > 0.01:
-        summary["sparsity_before"] = round(sparsity_before, 4)
-        summary["sparsity_after_dequantization"] = round(sparsity_of(model, names), 4)
-    return summary
 
 
 def harden_bnb4(model: Any) -> None:
@@ -142,8 +131,6 @@ def harden_bnb4(model: Any) -> None:
     repacking off for the in-memory model, so it computes exactly what a reload computes
     and can be saved at any time.
     """
-    import torch
-
     for module in model.modules():
         if type(module).__name__ not in ("Linear4bit", "LinearNF4", "LinearFP4"):
             continue
@@ -157,7 +144,7 @@ def harden_bnb4(model: Any) -> None:
 @register(BnbInt8Config)
 @register(BnbNF4Config)
 @register(BnbFP4Config)
-def apply_bnb(bundle: Any, config: QuantizeConfig, ctx: Any) -> dict[str, Any]:
+def apply_bnb(bundle: ModelBundle, config: QuantizeConfig, ctx: StageContext) -> dict[str, Any]:
     _check_env()
     model = bundle.model
     check_not_quantized(model)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field
 
 from ..errors import UnsupportedError, UsageError
+from ..loading import ModelBundle
 from ..registry import register
-from .base import (
-    QuantizeConfig,
-    check_not_quantized,
-    input_sparsity,
-    select_linears,
-)
+from ..stage import StageContext
+from .base import QuantizeConfig, check_not_quantized, input_sparsity, measure, select_linears
+from .quanto_format import HfcQuantoConfig, attach
 
 
 class _QuantoConfig(QuantizeConfig):
@@ -75,8 +74,6 @@ def _check_env(config: _QuantoConfig) -> None:
     except ImportError:
         raise UnsupportedError("optimum-quanto is not installed: pip install 'optimum-quanto>=0.2.7'") from None
     if config.qtype == "qfloat8":
-        import torch
-
         try:
             x = torch.ones(2, 2).to(torch.float8_e4m3fn)
             (x.to(torch.float32) @ torch.ones(2, 2)).sum()
@@ -87,7 +84,6 @@ def _check_env(config: _QuantoConfig) -> None:
 def quanto_quantize(model: Any, modules: dict[str, Any], qtype: str, group_size: int | None,
                     scale_dtype: str) -> dict[str, dict[str, Any]]:
     """Quantize (and freeze) the named Linear modules in place; returns the format's module map."""
-    import torch
     from optimum.quanto import freeze, qtypes
     from optimum.quanto import quantize as qquantize
 
@@ -115,10 +111,7 @@ def quanto_quantize(model: Any, modules: dict[str, Any], qtype: str, group_size:
 @register(QuantoInt4Config)
 @register(QuantoInt2Config)
 @register(QuantoFloat8Config)
-def apply_quanto(bundle: Any, config: _QuantoConfig, ctx: Any) -> dict[str, Any]:
-    from .bnb import measure
-    from .quanto_format import HfcQuantoConfig, attach
-
+def apply_quanto(bundle: ModelBundle, config: _QuantoConfig, ctx: StageContext) -> dict[str, Any]:
     _check_env(config)
     model = bundle.model
     check_not_quantized(model)
