@@ -53,6 +53,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'hfcompress' has no attribute {name!r}")
 
 
+from .integrations import quiet_library_noise as _quiet_library_noise  # noqa: E402
 from .integrations import register_all as _register_formats  # noqa: E402
 
+_quiet_library_noise()
 _register_formats()

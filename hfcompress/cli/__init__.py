@@ -14,6 +14,8 @@ import importlib
 import os
 import sys
 
+from ..integrations import quiet_progress
+
 #: Command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("compress", "prune", "quantize", "distill", "evaluate", "hub", "card", "assets")
 
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        if getattr(args, "no_progress", False):  # the one progress convention: library bars too
+            quiet_progress()
         if getattr(args, "trust_remote_code", False):
             print("warning: trust_remote_code is ON: code from the model repo will run", file=sys.stderr)
         return int(args.func(args) or 0)

@@ -30,7 +30,7 @@ from ..config import build_config
 from ..distill.kd import KDConfig
 from ..distill.recovery import LoraFinetuneConfig, QLoraFinetuneConfig
 from ..errors import UsageError
-from ..hub import push
+from ..hub.transfer import push
 from ..pipeline import compress
 from ..recipes import Recipe
 from . import main as cli_main

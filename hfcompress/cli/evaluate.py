@@ -15,114 +15,145 @@ and prints the Markdown table. Datasets are checked before any model is loaded.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
-from .common import add_model_args, load_kwargs
+from ..config import build_config
+from ..errors import UsageError
+from ..evaluate import evaluate
+from ..evaluate.core import _check_output, _peek
+from ..registry import methods
+from ..reports import render_markdown
+from .common import HelpFormatter, add_model_args, load_kwargs
 
-_DATASET_METRICS = {"perplexity", "accuracy", "f1"}
+#: CLI dest -> evaluation config field (where the names differ).
+_FIELD_OF = {"dataset_config": "config", "dataset_revision": "revision", "gen_tokens": "gen_new_tokens",
+             "no_generate": "generate"}
+#: Flags that set evaluation config fields (checked against the chosen metrics' configs).
+METRIC_FLAGS = ("dataset", "dataset_config", "split", "dataset_revision", "text_column", "text_pair_column",
+                "label_column", "max_samples", "hub_metrics", "max_tokens", "seq_len", "stride", "add_bos",
+                "batch_size", "latency_batch_size", "latency_seq_len", "runs", "warmup", "gen_tokens",
+                "no_generate", "peak_rss")
+
+
+def _metric_cls(name: str) -> tuple[type, dict[str, Any]]:
+    """(config class, extra params) of a ``--metric`` name: a registered method, else an evaluate module."""
+    registered = methods("evaluate")
+    if name in registered and name not in ("metric", "lm-eval"):
+        return registered[name].config_cls, {}
+    return registered["metric"].config_cls, {"metric": name}
+
+
+def _defaults(name: str) -> str:
+    """The default of a field in the metrics that have it, for the help text."""
+    shown = {}
+    for metric, m in methods("evaluate").items():
+        info = m.config_cls.model_fields.get(name)
+        if info is not None and not info.is_required():
+            shown.setdefault(str(info.get_default(call_default_factory=True)), []).append(metric)
+    if len(shown) == 1:
+        return next(iter(shown))
+    return "; ".join(f"{', '.join(ms)}: {v}" for v, ms in shown.items())
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="evaluate a model (and a baseline): perplexity, task metrics, efficiency",
         description="Evaluate MODEL (and --baseline) on a Hub dataset and measure size / speed; write "
-                    "report.json, report.md and PNG plots.",
+                    "report.json, report.md and PNG plots.", formatter_class=HelpFormatter,
     )
     add_model_args(p)
     p.add_argument("--baseline", metavar="BASE_MODEL", default=None,
                    help="a second model (repo id or folder) measured the same way, for comparison")
+    named = ", ".join(n for n in methods("evaluate") if n not in ("metric", "lm-eval"))
     p.add_argument("--metric", action="append", default=None, metavar="METRIC",
-                   help="perplexity, accuracy, f1, efficiency, or any evaluate metric module (a shipped "
+                   help=f"{named}, or any evaluate metric module (a shipped "
                         "name, a local path, or a Hub metric with --hub-metrics); repeat for several "
                         "(default: perplexity + efficiency for causal LMs, accuracy + efficiency otherwise)")
     d = p.add_argument_group("dataset")
-    d.add_argument("--dataset", default=None, help="Hub dataset repo id or local dataset folder")
-    d.add_argument("--config", dest="dataset_config", default=None, help="dataset config name")
-    d.add_argument("--split", default=None, help="split (default: test for perplexity, else validation)")
-    d.add_argument("--dataset-revision", default=None)
+    d.add_argument("--dataset", default=None,
+                   help=f"Hub dataset repo id or local dataset folder (default: {_defaults('dataset')})")
+    d.add_argument("--config", dest="dataset_config", default=None, help="dataset config name (default: none; "
+                   "wikitext-2-raw-v1 for Salesforce/wikitext)")
+    d.add_argument("--split", default=None, help=f"split (default: {_defaults('split')})")
+    d.add_argument("--dataset-revision", default=None, help="branch, tag or commit of the dataset (default: main)")
     d.add_argument("--text-column", default=None, help="text column (default: text)")
-    d.add_argument("--text-pair-column", default=None, help="second text column (sentence pairs)")
-    d.add_argument("--label-column", default="label")
-    d.add_argument("--max-samples", type=int, default=None, help="classification: first N rows only")
-    d.add_argument("--hub-metrics", action="store_true",
+    d.add_argument("--text-pair-column", default=None, help="second text column (sentence pairs; default: none)")
+    d.add_argument("--label-column", default=None, help=f"label column (default: {_defaults('label_column')})")
+    d.add_argument("--max-samples", type=int, default=None,
+                   help="classification: evaluate N rows only (default: all)")
+    d.add_argument("--hub-metrics", action="store_true", default=None,
                    help="load metric modules from the Hub instead of the copies shipped with hfcompress")
     q = p.add_argument_group("perplexity")
-    q.add_argument("--max-tokens", type=int, default=16384, help="score the first N tokens (0: all; default 16384)")
-    q.add_argument("--seq-len", type=int, default=512, help="window length in tokens (default 512)")
+    q.add_argument("--max-tokens", type=int, default=None,
+                   help=f"score the first N tokens (0: all; default: {_defaults('max_tokens')})")
+    q.add_argument("--seq-len", type=int, default=None, help=f"window length in tokens (default: {_defaults('seq_len')})")
     q.add_argument("--stride", type=int, default=None, help="window stride (default: --seq-len)")
-    q.add_argument("--add-bos", action="store_true", help="prepend BOS to every window (default: no)")
-    q.add_argument("--batch-size", type=int, default=None, help="windows / examples per forward pass")
+    q.add_argument("--add-bos", action="store_true", default=None, help="prepend BOS to every window (default: no)")
+    q.add_argument("--batch-size", type=int, default=None,
+                   help=f"windows / examples per forward pass (default: {_defaults('batch_size')})")
     e = p.add_argument_group("efficiency")
-    e.add_argument("--latency-batch-size", type=int, default=1)
-    e.add_argument("--latency-seq-len", type=int, default=128)
-    e.add_argument("--runs", type=int, default=10, help="timed forward passes (median reported)")
-    e.add_argument("--warmup", type=int, default=3)
-    e.add_argument("--gen-tokens", type=int, default=32, help="new tokens for the generation tokens/s figure")
-    e.add_argument("--no-generate", action="store_true", help="skip the generation tokens/s figure")
-    e.add_argument("--peak-rss", choices=["subprocess", "inprocess", "off"], default="subprocess")
+    e.add_argument("--latency-batch-size", type=int, default=None,
+                   help=f"sequences per timed forward pass (default: {_defaults('latency_batch_size')})")
+    e.add_argument("--latency-seq-len", type=int, default=None,
+                   help=f"tokens per sequence of the timed batch (default: {_defaults('latency_seq_len')})")
+    e.add_argument("--runs", type=int, default=None,
+                   help=f"timed forward passes, median reported (default: {_defaults('runs')})")
+    e.add_argument("--warmup", type=int, default=None,
+                   help=f"untimed forward passes first (default: {_defaults('warmup')})")
+    e.add_argument("--gen-tokens", type=int, default=None,
+                   help=f"new tokens for the generation tokens/s figure (default: {_defaults('gen_new_tokens')})")
+    e.add_argument("--no-generate", action="store_true", default=None,
+                   help="skip the generation tokens/s figure (measured by default)")
+    e.add_argument("--peak-rss", choices=["subprocess", "inprocess", "off"], default=None,
+                   help=f"how peak memory is measured (default: {_defaults('peak_rss')})")
     o = p.add_argument_group("output")
-    o.add_argument("--output", "-o", default=None, help="report.json path (report.md and plots beside it)")
-    o.add_argument("--overwrite", action="store_true", help="replace an existing report")
-    o.add_argument("--progress", action="store_true", help="show progress bars")
+    o.add_argument("--output", "-o", default=None,
+                   help="report.json path (report.md and plots beside it; default: print only)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing report (off by default)")
+    o.add_argument("--no-progress", action="store_true", help="hide progress bars (shown by default)")
+    o.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the earlier opt-in spelling
     o.add_argument("--json", action="store_true", help="print the report JSON instead of the Markdown table")
     p.set_defaults(func=_run)
 
 
+def _value(dest: str, value: Any) -> Any:
+    if dest == "no_generate":
+        return not value
+    if dest == "max_tokens":
+        return value or None  # 0: all tokens
+    return value
+
+
 def configs_from_args(args: argparse.Namespace, task: str | None) -> list[Any]:
-    """Evaluation configs from the CLI flags (pydantic validates the values)."""
-    from pydantic import ValidationError
+    """Evaluation configs from the CLI flags (pydantic validates the values).
 
-    from ..errors import UsageError
-    from ..evaluate import AccuracyConfig, EfficiencyConfig, F1Config, MetricConfig, PerplexityConfig
-
-    metrics = args.metric or (["perplexity", "efficiency"] if task == "causal-lm" else ["accuracy", "efficiency"])
+    A flag that sets a field none of the chosen metrics has is refused (never ignored).
+    """
+    metrics = list(dict.fromkeys(args.metric or (["perplexity", "efficiency"] if task == "causal-lm"
+                                                 else ["accuracy", "efficiency"])))
+    given = {dest: getattr(args, dest) for dest in METRIC_FLAGS if getattr(args, dest, None) is not None}
+    classes = {m: _metric_cls(m) for m in metrics}
+    for dest in given:
+        field = _FIELD_OF.get(dest, dest)
+        if not any(field in cls.model_fields for cls, _ in classes.values()):
+            takers = sorted(n for n, m in methods("evaluate").items() if field in m.config_cls.model_fields)
+            raise UsageError(f"--{dest.replace('_', '-')} does not apply to --metric {', '.join(metrics)} "
+                             f"(it applies to {', '.join(takers)})")
     out = []
-    for m in dict.fromkeys(metrics):
-        try:
-            if m == "efficiency":
-                out.append(EfficiencyConfig(latency_batch_size=args.latency_batch_size,
-                                            latency_seq_len=args.latency_seq_len, runs=args.runs,
-                                            warmup=args.warmup, gen_new_tokens=args.gen_tokens,
-                                            generate=not args.no_generate, peak_rss=args.peak_rss))
-                continue
-            if not args.dataset and m != "perplexity":
-                raise UsageError(f"--metric {m} needs --dataset (a Hub dataset repo id or local folder)")
-            common = {"config": args.dataset_config, "revision": args.dataset_revision}
-            if args.dataset:
-                common["dataset"] = args.dataset
-            if m == "perplexity":
-                kw = dict(common, split=args.split or "test", text_column=args.text_column or "text",
-                          max_tokens=args.max_tokens or None, seq_len=args.seq_len, stride=args.stride,
-                          add_bos=args.add_bos)
-                if args.batch_size:
-                    kw["batch_size"] = args.batch_size
-                out.append(PerplexityConfig(**kw))
-                continue
-            kw = dict(common, split=args.split or "validation", text_column=args.text_column or "text",
-                      text_pair_column=args.text_pair_column, label_column=args.label_column,
-                      max_samples=args.max_samples, hub_metrics=args.hub_metrics)
-            if args.batch_size:
-                kw["batch_size"] = args.batch_size
-            if m == "accuracy":
-                out.append(AccuracyConfig(**kw))
-            elif m == "f1":
-                out.append(F1Config(**kw))
-            else:
-                out.append(MetricConfig(metric=m, **kw))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = str(err["loc"][-1]).replace("_", "-") if err["loc"] else m
-            raise UsageError(f"--{field}: {err['msg']} (metric {m})") from None
+    for m in metrics:
+        cls, extra = classes[m]
+        fields = cls.model_fields
+        if "dataset" in fields and fields["dataset"].is_required() and "dataset" not in given:
+            raise UsageError(f"--metric {m} needs --dataset (a Hub dataset repo id or local folder)")
+        params = {**extra, **{_FIELD_OF.get(d, d): _value(d, v) for d, v in given.items()
+                              if _FIELD_OF.get(d, d) in fields}}
+        out.append(build_config(cls, params, flags=True, context=f"metric {m}"))
     return out
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-
-    from ..evaluate import evaluate
-    from ..evaluate.core import _check_output, _peek
-    from ..evaluate.report import render_markdown
-
     kwargs = load_kwargs(args)
     if args.output:
         _check_output(args.output, args.overwrite)
@@ -131,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         _, task, _ = _peek(args.model, {k: v for k, v in kwargs.items() if v is not None})
     configs = configs_from_args(args, task)
     report = evaluate(args.model, configs, baseline=args.baseline, output=args.output, overwrite=args.overwrite,
-                      progress=args.progress, load_kwargs=kwargs)
+                      progress=not args.no_progress, load_kwargs=kwargs)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -142,7 +173,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def report_files(output: str) -> list[str]:
-    from pathlib import Path
-
     out = Path(output)
     return [p.name for p in sorted(out.parent.glob(f"{out.stem}*")) if p.suffix in (".md", ".png")]

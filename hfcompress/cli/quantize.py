@@ -5,88 +5,45 @@
     hfcompress quantize HuggingFaceTB/SmolLM2-135M-Instruct --method bnb-nf4 --double-quant -o out/nf4
     hfcompress quantize MODEL --method quanto-int4 --group-size 64 -o out/int4
     hfcompress quantize MODEL --method calibrated-nf4 --calibration fixtures/enwiki-sample -o out/cnf4
+
+``--method`` and the quantization flags are generated from the registered quantize configs
+(:func:`hfcompress.cli.common.add_method_args`); a flag the chosen method has no field for
+is refused with a one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-from .common import add_calibration_args, add_model_args, add_output_args, calibration_from_args, run_stages
-
-METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "quanto-int8", "quanto-int4", "quanto-int2", "quanto-float8",
-           "gptq", "calibrated-nf4", "calibrated-int4")
-
-# flag -> (config field, methods that accept it)
-_FLAGS = {
-    "double_quant": ("double_quant", {"bnb-nf4", "bnb-fp4", "calibrated-nf4"}),
-    "compute_dtype": ("compute_dtype", {"bnb-nf4", "bnb-fp4", "calibrated-nf4"}),
-    "threshold": ("threshold", {"bnb-int8"}),
-    "group_size": ("group_size", {"quanto-int4", "quanto-int2", "gptq", "calibrated-int4"}),
-    "bits": ("bits", {"gptq"}),
-    "scale_dtype": ("scale_dtype", {"quanto-int8", "quanto-int4", "quanto-int2", "quanto-float8"}),
-    "damp": ("damp", {"calibrated-nf4", "calibrated-int4"}),
-}
-_CALIBRATED = {"gptq", "calibrated-nf4", "calibrated-int4"}
+from ..config import StageConfig
+from .common import (
+    HelpFormatter,
+    add_calibration_args,
+    add_method_args,
+    add_model_args,
+    add_output_args,
+    method_config,
+    run_stages,
+)
 
 
-def build_config(args: argparse.Namespace):
-    from ..registry import get_method
-
-    method = args.method
-    cls = get_method("quantize", method).config_cls
-    params: dict = {"skip_modules": list(args.skip_modules or [])}
-    for flag, (field, allowed) in _FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is None or value is False:
-            continue
-        if method not in allowed:
-            opt = "--" + flag.replace("_", "-")
-            if flag == "compute_dtype" and method == "bnb-int8":
-                raise UsageError("--compute-dtype does not apply to bnb-int8 (LLM.int8 multiplies in int8 with fp16 "
-                                 "outliers): drop it, or use --method bnb-nf4 / bnb-fp4")
-            raise UsageError(f"{opt} does not apply to --method {method} (it applies to "
-                             f"{', '.join(sorted(allowed))})")
-        params[field] = value
-    calibration = calibration_from_args(args)
-    if calibration is not None:
-        if method not in _CALIBRATED:
-            raise UsageError(f"--calibration applies to calibrated methods ({', '.join(sorted(_CALIBRATED))}), "
-                             f"not to {method}")
-        params["calibration"] = calibration
-    from pydantic import ValidationError
-
-    try:
-        return cls(**params)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}") from None
+def build_config(args: argparse.Namespace) -> StageConfig:
+    """The quantize config the flags describe (kept for callers of the earlier name)."""
+    return method_config(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = build_config(args)
-    return run_stages(args, [config], name=f"quantize-{args.method}")
+    return run_stages(args, [method_config(args)], name=f"quantize-{args.method}")
 
 
 def register(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a model (bitsandbytes, optimum-quanto, GPTQ, calibrated NF4/int4)",
-                       description="Quantize a model's Linear weights and save a reloadable checkpoint.")
+                       description="Quantize a model's Linear weights and save a reloadable checkpoint.",
+                       formatter_class=HelpFormatter)
     add_model_args(p)
-    g = p.add_argument_group("quantization")
-    g.add_argument("--method", required=True, choices=METHODS,
-                   help="bnb-*: bitsandbytes; quanto-*: optimum-quanto; gptq: optimum.gptq (needs gptqmodel); "
-                        "calibrated-*: our GPTQ-style error correction stored as NF4 / int4")
-    g.add_argument("--skip-modules", nargs="+", default=None, metavar="NAME",
-                   help="modules (names or patterns like '*.down_proj') kept in full precision")
-    g.add_argument("--double-quant", action="store_true", help="4-bit bnb: also quantize the absmax scales")
-    g.add_argument("--compute-dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="4-bit bnb: dtype of the dequantized matmul")
-    g.add_argument("--threshold", type=float, default=None, help="bnb-int8: LLM.int8 outlier threshold (6.0)")
-    g.add_argument("--group-size", type=int, default=None, help="inputs per scale group (quanto int4/int2, gptq, "
-                                                                  "calibrated-int4)")
-    g.add_argument("--bits", type=int, default=None, help="gptq: weight bits (2, 3, 4, 8)")
-    g.add_argument("--scale-dtype", choices=["float16", "float32"], default=None, help="quanto: dtype of scales")
-    g.add_argument("--damp", type=float, default=None, help="calibrated-*: Hessian dampening (0.01)")
+    add_method_args(p, "quantize", title="quantization",
+                    method_help="bnb-*: bitsandbytes; quanto-*: optimum-quanto; gptq: optimum.gptq (needs "
+                                "gptqmodel); calibrated-*: our GPTQ-style error correction stored as NF4 / int4")
     add_calibration_args(p)
     add_output_args(p)
     p.set_defaults(func=_run)

@@ -1,8 +1,8 @@
 """Base of the prune family: the options every pruning method shares.
 
 A pruning method is one file in this package with a config class (a subclass of
-:class:`PruneConfig`) and an ``apply(bundle, config, ctx)`` registered with
-``register_method("prune", name, Config, apply)``::
+:class:`PruneConfig`) and an ``apply(bundle, config, ctx: StageContext)`` decorated with
+``@register(Config)`` (its flags appear in ``hfcompress prune --help`` by themselves)::
 
     from hfcompress.prune import WandaConfig, prune
     prune(model, WandaConfig(sparsity=0.5, pattern="2:4"), tokenizer=tok)
@@ -28,9 +28,12 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, field_validator, model_validator
 
 from ..config import CalibrationConfig, StageConfig
+from ..loading import ModelBundle
+from ..stage import as_bundle, run_stage
 
 _PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -60,11 +63,14 @@ class PruneConfig(StageConfig):
     sparsity: float | None = Field(0.5, ge=0.0, lt=1.0,
                                    description="fraction of zeros (or of removed units with `structured`)")
     pattern: str | None = Field(None, description="semi-structured N:M, e.g. 2:4")
-    structured: Literal["ffn", "heads", "layers"] | None = None
-    targets: list[str] | None = Field(None, description="glob patterns of module names to prune")
-    exclude: list[str] = Field(default_factory=list)
+    structured: Literal["ffn", "heads", "layers"] | None = Field(
+        None, description="remove whole FFN channels, attention heads (KV groups) or layers")
+    targets: list[str] | None = Field(
+        None, description="glob patterns of module names to prune (default: every Linear inside the blocks)")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns of module names never pruned")
     overrides: dict[str, float] = Field(default_factory=dict, description="glob -> sparsity")
-    sparse_format: bool = False
+    sparse_format: bool = Field(False, description="save in the compressed bitmask format (smaller file; "
+                                                   "reload needs `import hfcompress`)")
     calibration: CalibrationConfig | None = Field(
         None, description="calibration text (methods that need it use the defaults when omitted)")
     batch_size: int | None = Field(
@@ -77,10 +83,14 @@ class PruneConfig(StageConfig):
         None, description="autocast dtype of the calibration forwards (default: the model's dtype); "
                           "statistics accumulate in float32 and the weights keep the model's dtype")
 
-    def compute_dtype(self) -> Any:
-        import torch
-
+    def compute_dtype(self) -> torch.dtype | None:
         return getattr(torch, self.calibration_dtype) if self.calibration_dtype else None
+
+    @classmethod
+    def uses_calibration(cls, params: dict[str, Any]) -> bool:
+        """Whether this method reads calibration data with these params (calibration flags are
+        refused for a method that would ignore them)."""
+        return True
 
     def calibration_or_default(self) -> CalibrationConfig:
         return self.calibration or CalibrationConfig()
@@ -146,9 +156,6 @@ def prune(model: Any, config: PruneConfig, *, tokenizer: Any = None) -> Any:
 
     Returns the same kind of object it was given (a rebuilt model for structured methods).
     """
-    from ..loading import ModelBundle
-    from ..stage import as_bundle, run_stage
-
     bundle = as_bundle(model, tokenizer)
     run_stage(bundle, config)
     return bundle if isinstance(model, ModelBundle) or isinstance(model, str) else bundle.model

@@ -10,11 +10,15 @@ angular distance between their input and output hidden states).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
+from ..errors import UsageError
+from ..loading import ModelBundle
 from ..registry import register
+from ..stage import StageContext
 from .base import PruneConfig
 from .engine import (
     arch_info,
@@ -26,6 +30,7 @@ from .engine import (
     target_linears,
     zero_,
 )
+from .structured import apply_structured
 
 
 class MagnitudeConfig(PruneConfig):
@@ -34,15 +39,19 @@ class MagnitudeConfig(PruneConfig):
     supports_pattern = True
     supports_structured = True
     method: Literal["magnitude"] = "magnitude"
-    scope: Literal["layer", "row", "global"] = "layer"
+    scope: Literal["layer", "row", "global"] = Field(
+        "layer", description="where the count of zeros is exact: per matrix, per output row, or one global "
+                             "threshold")
+
+    @classmethod
+    def uses_calibration(cls, params: dict[str, Any]) -> bool:
+        return params.get("structured") == "layers"  # layers are ranked on calibration activations
 
 
 @register(MagnitudeConfig)
 @torch.no_grad()
-def apply_magnitude(bundle, cfg: MagnitudeConfig, ctx):
+def apply_magnitude(bundle: ModelBundle, cfg: MagnitudeConfig, ctx: StageContext) -> dict[str, Any]:
     if cfg.structured:
-        from .structured import apply_structured
-
         return apply_structured(bundle, cfg, ctx, importance="magnitude")
     model = bundle.model
     info = arch_info(model)
@@ -52,8 +61,6 @@ def apply_magnitude(bundle, cfg: MagnitudeConfig, ctx):
     s = cfg.effective_sparsity()
     if cfg.scope == "global" and nm is None:
         if cfg.overrides:
-            from ..errors import UsageError
-
             raise UsageError("overrides do not apply to scope=global: use scope=layer")
         t = global_threshold([lin.weight.detach().abs() for lin in linears.values()], s)
         for lin in linears.values():

@@ -7,12 +7,14 @@ their weights (global magnitude pruning).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
+from ..loading import ModelBundle
 from ..registry import register
+from ..stage import StageContext
 from .base import PruneConfig
 from .engine import arch_info, finish_unstructured, global_threshold, target_linears, zero_
 
@@ -23,10 +25,14 @@ class ThresholdConfig(PruneConfig):
     method: Literal["threshold"] = "threshold"
     threshold: float | None = Field(None, ge=0.0, description="absolute |w| threshold; overrides sparsity")
 
+    @classmethod
+    def uses_calibration(cls, params: dict[str, Any]) -> bool:
+        return False
+
 
 @register(ThresholdConfig)
 @torch.no_grad()
-def apply_threshold(bundle, cfg: ThresholdConfig, ctx):
+def apply_threshold(bundle: ModelBundle, cfg: ThresholdConfig, ctx: StageContext) -> dict[str, Any]:
     model = bundle.model
     info = arch_info(model)
     linears = target_linears(model, info, cfg.targets, cfg.exclude)

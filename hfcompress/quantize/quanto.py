@@ -116,17 +116,18 @@ def apply_quanto(bundle: ModelBundle, config: _QuantoConfig, ctx: StageContext) 
     model = bundle.model
     check_not_quantized(model)
     chosen, kept = select_linears(model, config.skip_modules)
-    if config.group_size is not None:
+    group_size = config.group_size
+    if group_size is not None:
         if config.bits >= 8:
             raise UsageError(f"--group-size applies to quanto-int4 / quanto-int2; {config.method} scales "
                              "each output row: drop --group-size")
-        bad = sorted({m.in_features for m in chosen.values() if m.in_features % config.group_size})
+        bad = sorted({m.in_features for m in chosen.values() if m.in_features % group_size})
         if bad:
-            raise UsageError(f"group size {config.group_size} does not divide in_features {bad} of this model: "
+            raise UsageError(f"group size {group_size} does not divide in_features {bad} of this model: "
                              "pick a divisor (e.g. 32 or 64) or skip those modules")
     sparsity_before = input_sparsity(model, list(chosen))
-    spec = quanto_quantize(model, chosen, config.qtype, config.group_size, config.scale_dtype)
-    qconf = HfcQuantoConfig(weights=config.qtype, group_size=config.group_size, modules=spec,
+    spec = quanto_quantize(model, chosen, config.qtype, group_size, config.scale_dtype)
+    qconf = HfcQuantoConfig(weights=config.qtype, group_size=group_size, modules=spec,
                             scale_dtype=config.scale_dtype)
     attach(model, qconf)
     bundle.saver = None
