@@ -24,6 +24,7 @@ generated from what is registered here; a duplicate name is an error.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -97,6 +98,16 @@ def register(config_cls: type[BaseModel], *, description: str = "", **extras: An
         return apply
 
     return decorate
+
+
+def import_submodules(package: str) -> list[str]:
+    """Import every public module of ``package`` (so a new method file registers with no other
+    edit); called at the bottom of the family packages' ``__init__``. Returns their names."""
+    pkg = importlib.import_module(package)
+    names = [f"{package}.{info.name}" for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_")]
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 def _ensure_loaded(family: str) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cards import write_card
 from ..errors import UsageError
 
 
 def _run(args) -> int:
-    from ..cards import write_card
-
     folder = Path(args.folder)
     if not folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder: give an output folder written by hfcompress")

@@ -34,5 +34,7 @@ __all__ = [
 
 
 from .._verbs import make_package_callable  # noqa: E402
+from ..registry import import_submodules  # noqa: E402
 
+import_submodules(__name__)  # every method file registers itself: adding one needs no edit here
 make_package_callable(__name__, "evaluate")

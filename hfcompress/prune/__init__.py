@@ -17,5 +17,7 @@ __all__ = ["MagnitudeConfig", "PruneConfig", "SparseGPTConfig", "TaylorConfig", 
 
 
 from .._verbs import make_package_callable  # noqa: E402
+from ..registry import import_submodules  # noqa: E402
 
+import_submodules(__name__)  # every method file registers itself: adding one needs no edit here
 make_package_callable(__name__, "prune")
