@@ -240,11 +240,17 @@ def run_stages(args: argparse.Namespace, stages: list[StageConfig], name: str | 
     return run_recipe(args, Recipe(name=name, stages=stages))
 
 
-def run_recipe(args: argparse.Namespace, recipe: Recipe) -> int:
-    if getattr(args, "push_to_hub", None):  # refuse a push that cannot happen before any work
+def check_push_args(args: argparse.Namespace) -> None:
+    """Refuse a push that cannot happen (no token, bad repo id) and ``--private`` without a push,
+    before any work."""
+    if getattr(args, "push_to_hub", None):
         check_push(args.push_to_hub)
     elif getattr(args, "private", False):
         raise UsageError("--private only applies with --push-to-hub REPO_ID")
+
+
+def run_recipe(args: argparse.Namespace, recipe: Recipe) -> int:
+    check_push_args(args)
 
     # The card is rendered once, inside the output, for the repo it will be pushed to.
     result = compress(args.model, recipe, output=args.output, overwrite=args.overwrite,
@@ -275,6 +281,6 @@ def print_summary(result: CompressResult) -> None:
 
 
 _print_summary = print_summary  # the earlier private name
-__all__ = ["HelpFormatter", "add_calibration_args", "add_method_args", "add_model_args", "add_output_args",
+__all__ = ["HelpFormatter", "add_calibration_args", "check_push_args", "add_method_args", "add_model_args", "add_output_args",
            "add_progress_arg", "calibration_from_args", "load_kwargs", "method_config", "print_summary",
            "run_recipe", "run_stages"]

@@ -34,7 +34,7 @@ from ..hub.transfer import push
 from ..pipeline import compress
 from ..recipes import Recipe
 from . import main as cli_main
-from .common import HelpFormatter, add_output_args, load_kwargs, print_summary
+from .common import HelpFormatter, add_output_args, check_push_args, load_kwargs, print_summary
 
 
 class _TolerantParser(argparse.ArgumentParser):
@@ -59,16 +59,16 @@ def _layers(value: str) -> int | list[int]:
 def _common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training data")
     g.add_argument("--dataset", required=True, help="training text: Hub dataset id or local dataset folder")
-    g.add_argument("--config", default=None, help="dataset config name")
+    g.add_argument("--config", default=None, help="dataset config name (default: none)")
     g.add_argument("--split", default="train", help="dataset split")
     g.add_argument("--text-column", default="text", help="text column")
     g.add_argument("--label-column", default="label", help="label column (classifiers)")
     g.add_argument("--seq-len", type=int, default=512, help="tokens per training sequence")
-    g.add_argument("--max-samples", type=int, default=None, help="use at most this many sequences")
+    g.add_argument("--max-samples", type=int, default=None, help="use at most this many sequences (default: all)")
     g.add_argument("--no-packing", action="store_true",
                    help="one (truncated, padded) row per text instead of packed blocks")
     g = p.add_argument_group("loading")
-    g.add_argument("--revision", default=None, help="Hub revision of the model")
+    g.add_argument("--revision", default=None, help="Hub revision of the model (default: main)")
     g.add_argument("--dtype", default="float32", choices=["auto", "float32", "float16", "bfloat16"],
                    help="dtype to load the weights in")
     g.add_argument("--task", default=None, help="task / Auto class (default: detected)")
@@ -78,9 +78,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoints", default=None,
                    help="Trainer checkpoint folder (default: OUTPUT-checkpoints)")
     g.add_argument("--resume-from-checkpoint", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
-                   help="resume from this checkpoint-N folder (no value: the latest in --checkpoints)")
+                   help="resume from this checkpoint-N folder (no value: the latest in --checkpoints; default: start afresh)")
     add_output_args(p)
-    p.add_argument("--recipe-out", default=None, help=argparse.SUPPRESS)
     p.epilog = ("Any other --flag VALUE is passed to transformers.TrainingArguments "
                 "(e.g. --max_steps 200 --per_device_train_batch_size 4 --learning_rate 1e-4).")
 
@@ -88,9 +87,10 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 def add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher: Hub repo id or local model folder")
     s = p.add_mutually_exclusive_group(required=True)
-    s.add_argument("--student", help="student: Hub repo id or folder (e.g. a structurally pruned model)")
+    s.add_argument("--student", help="student: Hub repo id or folder (e.g. a structurally pruned model; no default: give it or --student-layers)")
     s.add_argument("--student-layers", type=_layers, metavar="N|I,J,...",
-                   help="cut the student from the teacher: keep N evenly spaced layers (or these indices)")
+                   help="cut the student from the teacher: keep N evenly spaced layers (or these indices; no default: "
+                        "give it or --student)")
     g = p.add_argument_group("loss")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term (1-alpha: labels)")
     g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the KD term")
@@ -114,7 +114,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-modules", default="all-linear", help="comma list or all-linear")
     p.add_argument("--loss", choices=["lm", "kd"], default="lm",
                    help="lm: labels only; kd: also match --teacher's outputs")
-    p.add_argument("--teacher", default=None, help="teacher for --loss kd: the uncompressed model")
+    p.add_argument("--teacher", default=None, help="teacher for --loss kd: the uncompressed model (default: none)")
     p.add_argument("--alpha", type=float, default=0.5, help="--loss kd: weight of the KD term (1-alpha: labels)")
     p.add_argument("--temperature", type=float, default=2.0, help="--loss kd: softmax temperature of the KD term")
     p.add_argument("--no-merge", action="store_true", help="keep the adapters unmerged")
@@ -165,11 +165,12 @@ def _is_main_process() -> bool:
 
 
 def _run(args: argparse.Namespace, stage: Any, name: str) -> int:
+    check_push_args(args)
     recipe = Recipe(name=name, stages=[stage])
     output = args.output if _is_main_process() else None
     kwargs = load_kwargs(args)
     result = compress(args.model, recipe, output=output, overwrite=args.overwrite,
-                      progress=not args.no_progress, load_kwargs=kwargs)
+                      progress=not args.no_progress, load_kwargs=kwargs, repo_id=args.push_to_hub)
     if output is None:
         return 0
     print_summary(result)

@@ -65,7 +65,7 @@ def register(sub) -> None:
     )
     add_model_args(p)
     p.add_argument("--baseline", metavar="BASE_MODEL", default=None,
-                   help="a second model (repo id or folder) measured the same way, for comparison")
+                   help="a second model (repo id or folder) measured the same way, for comparison (default: none)")
     named = ", ".join(n for n in methods("evaluate") if n not in ("metric", "lm-eval"))
     p.add_argument("--metric", action="append", default=None, metavar="METRIC",
                    help=f"{named}, or any evaluate metric module (a shipped "
