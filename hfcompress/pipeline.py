@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .cards import write_card
-from .errors import OutputError, UsageError
+from .errors import UsageError
 from .io import (
     RECIPE_NAME,
     REPORT_NAME,
@@ -86,16 +86,6 @@ def _source_folder(model: str | os.PathLike | ModelBundle) -> Path | None:
     return Path(model) if os.path.isdir(model) else None
 
 
-def _refuse_inside_source(out: Path, source: Path, output: str | os.PathLike) -> None:
-    """The containment part of :func:`check_output`, for a source known only after loading (a Hub snapshot)."""
-    src = Path(source).resolve()
-    if out == src or src in out.parents:
-        raise OutputError(f"output folder {output} is the input model folder or inside it: "
-                          "choose a folder outside the source model")
-    if out in src.parents:
-        raise OutputError(f"output folder {output} contains the input model: choose another folder")
-
-
 def _write_model(bundle: ModelBundle, ctx: StageContext, folder: Path) -> None:
     """The model files: linked from the stages' saved copy when one is current, else saved now."""
     if ctx.saved is None or not ctx.saved.is_dir():
@@ -135,7 +125,8 @@ def compress(
     out = check_output(output, source=source, overwrite=overwrite) if output is not None else None
     bundle = model if isinstance(model, ModelBundle) else load(model, **(load_kwargs or {}))
     if out is not None and source is None and bundle.path is not None:
-        _refuse_inside_source(out, bundle.path, output)
+        # A Hub repo's folder is known only once loaded: only the containment part can fail here.
+        check_output(output, source=bundle.path, overwrite=True)
 
     params_before = count_parameters(bundle.model)
     bytes_before = weight_bytes(bundle.path) if bundle.path is not None else None

@@ -234,6 +234,20 @@ def _uses_calibration(cls: type[BaseModel], params: dict[str, Any] | None) -> bo
     return bool(uses(params or {})) if callable(uses) else True
 
 
+def add_stage_command(sub: Any, family: str, *, help: str, description: str, method_help: str,
+                      custom: dict[str, Any] | None = None, run: Any) -> argparse.ArgumentParser:
+    """A one-stage command (``prune``, ``quantize``): MODEL, loading flags, the family's generated
+    method flags, calibration and output flags; ``run(args)`` is its handler."""
+    p = sub.add_parser(family, help=help, description=description, formatter_class=HelpFormatter)
+    add_model_args(p)
+    add_method_args(p, family, title={"prune": "pruning", "quantize": "quantization"}.get(family, family),
+                    method_help=method_help, custom=custom)
+    add_calibration_args(p)
+    add_output_args(p)
+    p.set_defaults(func=run)
+    return p
+
+
 # ------------------------------------------------------------------ running
 def run_stages(args: argparse.Namespace, stages: list[StageConfig], name: str | None = None) -> int:
     """Build a recipe from ``stages`` and run it like ``compress`` (shared by the stage commands)."""
@@ -281,6 +295,6 @@ def print_summary(result: CompressResult) -> None:
 
 
 _print_summary = print_summary  # the earlier private name
-__all__ = ["HelpFormatter", "add_calibration_args", "check_push_args", "add_method_args", "add_model_args", "add_output_args",
+__all__ = ["HelpFormatter", "add_calibration_args", "add_stage_command", "check_push_args", "add_method_args", "add_model_args", "add_output_args",
            "add_progress_arg", "calibration_from_args", "load_kwargs", "method_config", "print_summary",
            "run_recipe", "run_stages"]

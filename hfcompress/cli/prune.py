@@ -15,15 +15,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from .common import (
-    HelpFormatter,
-    add_calibration_args,
-    add_method_args,
-    add_model_args,
-    add_output_args,
-    method_config,
-    run_stages,
-)
+from .common import add_stage_command, method_config, run_stages
 
 
 def _glob_value(text: str) -> tuple[str, float]:
@@ -55,14 +47,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "prune", help="prune a model (unstructured, N:M or structured)", formatter_class=HelpFormatter,
+    add_stage_command(
+        sub, "prune", help="prune a model (unstructured, N:M or structured)",
         description="Prune weights (threshold, magnitude, taylor, wanda, sparsegpt), N:M patterns, or "
                     "structurally remove FFN channels / attention heads / layers (the model is rebuilt "
-                    "smaller). See docs/PRUNING.md.")
-    add_model_args(p)
-    add_method_args(p, "prune", title="pruning", method_help="pruning method (one per registered config)",
-                    custom={"overrides": _add_override, "sparsity": _add_sparsity})
-    add_calibration_args(p)
-    add_output_args(p)
-    p.set_defaults(func=_run)
+                    "smaller). See docs/PRUNING.md.",
+        method_help="pruning method (one per registered config)",
+        custom={"overrides": _add_override, "sparsity": _add_sparsity}, run=_run)

@@ -16,15 +16,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import StageConfig
-from .common import (
-    HelpFormatter,
-    add_calibration_args,
-    add_method_args,
-    add_model_args,
-    add_output_args,
-    method_config,
-    run_stages,
-)
+from .common import add_stage_command, method_config, run_stages
 
 
 def build_config(args: argparse.Namespace) -> StageConfig:
@@ -37,13 +29,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("quantize", help="quantize a model (bitsandbytes, optimum-quanto, GPTQ, calibrated NF4/int4)",
-                       description="Quantize a model's Linear weights and save a reloadable checkpoint.",
-                       formatter_class=HelpFormatter)
-    add_model_args(p)
-    add_method_args(p, "quantize", title="quantization",
-                    method_help="bnb-*: bitsandbytes; quanto-*: optimum-quanto; gptq: optimum.gptq (needs "
-                                "gptqmodel); calibrated-*: our GPTQ-style error correction stored as NF4 / int4")
-    add_calibration_args(p)
-    add_output_args(p)
-    p.set_defaults(func=_run)
+    add_stage_command(
+        sub, "quantize", help="quantize a model (bitsandbytes, optimum-quanto, GPTQ, calibrated NF4/int4)",
+        description="Quantize a model's Linear weights and save a reloadable checkpoint.",
+        method_help="bnb-*: bitsandbytes; quanto-*: optimum-quanto; gptq: optimum.gptq (needs gptqmodel); "
+                    "calibrated-*: our GPTQ-style error correction stored as NF4 / int4", run=_run)

@@ -33,6 +33,8 @@ from .engine import (
 from .structured import apply_structured
 
 
+# Like every method's config (e.g. TaylorConfig), this class shares its shape with the others by
+# design: the registry, the CLI flags and the docs table are read from it.
 class MagnitudeConfig(PruneConfig):
     """Magnitude pruning (per layer, per row or global; N:M; structured by weight norms)."""
 

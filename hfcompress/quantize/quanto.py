@@ -32,6 +32,8 @@ class _QuantoConfig(QuantizeConfig):
                                                        description="dtype the scales / shifts are stored in")
 
 
+# One config class per method, alike in shape by design: the registry, the CLI flags and the
+# docs table are read from each class (family, name, fields, one-line docstring).
 class QuantoInt8Config(_QuantoConfig):
     """optimum-quanto int8 weights: symmetric absmax per output row."""
 
