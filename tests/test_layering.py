@@ -43,10 +43,17 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
+#: A function-level import of the package marked with this comment defers a heavy third-party
+#: import (the module it names imports e.g. transformers.Trainer at its top): allowed.
+DEFERRED_MARK = "# deferred:"
+
+
 def _imports(name: str, path: Path, mods: dict[str, Path]) -> list[tuple[str, bool]]:
-    """(imported module of the package, whether the import is inside a function)."""
+    """(imported module of the package, whether the import is inside a function and not marked)."""
     is_pkg = path.name == "__init__.py"
-    tree = ast.parse(path.read_text())
+    source = path.read_text()
+    lines = source.splitlines()
+    tree = ast.parse(source)
     out: list[tuple[str, bool]] = []
 
     def visit(node: ast.AST, in_func: bool) -> None:
@@ -67,7 +74,8 @@ def _imports(name: str, path: Path, mods: dict[str, Path]) -> list[tuple[str, bo
                 while t and t not in mods:
                     t = t.rpartition(".")[0]
                 if t and t != name and t.startswith(PACKAGE) and not name.startswith(t + "."):
-                    out.append((t, in_func))
+                    marked = DEFERRED_MARK in lines[child.lineno - 1]
+                    out.append((t, in_func and not marked))
             visit(child, nested)
 
     visit(tree, False)
@@ -163,7 +171,8 @@ def test_calibration_imports_no_family():
 #: Modules outside this change's reach that still defer imports of the package inside functions.
 DEFERRED_ELSEWHERE = ("hfcompress.prune.engine", "hfcompress.prune.owl", "hfcompress.prune.structured",
                       "hfcompress.prune.taylor", "hfcompress.prune.wanda", "hfcompress.prune.sparsegpt",
-                      "hfcompress.quantize.calibrated", "hfcompress.quantize.gptq", "hfcompress.distill",
+                      "hfcompress.quantize.calibrated", "hfcompress.quantize.gptq", "hfcompress.distill.recovery",
+                      "hfcompress.distill.student",
                       "hfcompress.hub", "hfcompress.recipes", "hfcompress.loading", "hfcompress.io",
                       "hfcompress.data", "hfcompress.testing", "hfcompress.assets", "hfcompress.cli.hub",
                       "hfcompress.calibration", "hfcompress.prune.sparse_format", "hfcompress.quantize.quanto_format")

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from ..config import StrictModel
+from ..data import load_split, load_texts
 from ..errors import UsageError
 
 
@@ -39,7 +40,6 @@ def build_dataset(tokenizer: Any, cfg: TrainDataConfig, *, task: str) -> tuple[A
     import torch
     from transformers import DataCollatorWithPadding, default_data_collator
 
-    from ..data import load_split, load_texts
 
     if tokenizer is None:
         raise UsageError("training needs a tokenizer and the model has none: save one with the model")

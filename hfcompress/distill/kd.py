@@ -36,9 +36,12 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import StageConfig
 from ..errors import UsageError
+from ..loading import ModelBundle, load
 from ..registry import register
+from ..stage import StageContext
 from .base import DistillConfig
-from .data import TrainDataConfig
+from .data import TrainDataConfig, build_dataset
+from .student import student_from_config, student_from_layers
 
 INPUT = "@input"
 CURRENT = "@current"
@@ -174,8 +177,6 @@ def resolve_resume(opts: TrainingOptions, folder: Path) -> str | bool | None:
 
 
 def load_model_like(name: str, bundle: Any, **kwargs: Any) -> Any:
-    from ..loading import load
-
     return load(name, task=bundle.task, **kwargs)
 
 
@@ -217,8 +218,6 @@ def _param_count(model: Any) -> int:
 # -- the stage ---------------------------------------------------------------------------------------
 def build_student(config: KDConfig, bundle: Any, teacher: Any, teacher_tokenizer: Any) -> tuple[Any, Any, dict]:
     """(student model, its tokenizer, description) for ``config``."""
-    from .student import student_from_config, student_from_layers
-
     if config.student_layers is not None:
         student, kept = student_from_layers(teacher, config.student_layers)
         return student, teacher_tokenizer, {"from": "teacher-layers", "kept_layers": kept}
@@ -232,9 +231,12 @@ def build_student(config: KDConfig, bundle: Any, teacher: Any, teacher_tokenizer
 
 
 @register(KDConfig)
-def apply_kd(bundle: Any, config: KDConfig, ctx: Any, *, student_model: Any = None) -> dict[str, Any]:
-    from .data import build_dataset
-    from .trainer import DistillationTrainer, check_tokenizers, detach_projector
+def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, student_model: Any = None) -> dict[str, Any]:
+    from .trainer import (  # deferred: transformers.Trainer
+        DistillationTrainer,
+        check_tokenizers,
+        detach_projector,
+    )
 
     teacher, teacher_tok = resolve_teacher(config.teacher, bundle)
     if student_model is not None:
