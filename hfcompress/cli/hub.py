@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
+from ..sizes import count_parameters
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def _pull(args: argparse.Namespace) -> int:
         print(f"downloaded {args.repo_id} to {folder}")
         return 0
     bundle = model
-    params = sum(p.numel() for p in bundle.model.parameters())
+    params = count_parameters(bundle.model)["parameters"]  # logical weights: a 4-bit model's packed bytes are not its count
     print(f"loaded {args.repo_id} as {type(bundle.model).__name__}, {params:,} parameters, from {folder}")
     if args.generate:
         if bundle.task != "causal-lm" or bundle.tokenizer is None:
