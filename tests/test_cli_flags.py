@@ -205,3 +205,31 @@ def test_every_flag_has_help_and_shows_its_default(verb):
         elif not (action.required or action.nargs == 0 or "default" in text or "%(default)" in text):
             missing.append(f"{action.option_strings[0]}: no default shown ({text!r})")
     assert not missing, missing
+
+
+def test_library_noise_filtered_and_progress_off(caplog):
+    """Issue 19 item 5: bitsandbytes' "missing kernels" warning never reaches the user; --no-progress
+    turns transformers' bars ("Loading weights") off too."""
+    import logging
+
+    import transformers.utils.logging as hf_logging
+
+    import hfcompress
+    from hfcompress.integrations import quiet_progress
+
+    assert hfcompress.__version__
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...", "x")
+        log.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    was = hf_logging.is_progress_bar_enabled()
+    try:
+        quiet_progress()
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        if was:
+            from huggingface_hub.utils import enable_progress_bars
+
+            hf_logging.enable_progress_bar()
+            enable_progress_bars()
