@@ -84,3 +84,25 @@ def test_docs_table_is_current():
     proc = subprocess.run([sys.executable, "-m", "hfcompress.cli.methods_table", "--check", str(doc)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_field_shadowing_a_shared_flag_is_named():
+    """A method field that would take a shared flag's name (here --seed) is a clear error, not an
+    argparse conflict deep in the parser."""
+    from typing import Literal
+
+    from hfcompress.prune.base import PruneConfig
+    from hfcompress.registry import register
+
+    class Shadow(PruneConfig):
+        """Shadows --seed."""
+
+        method: Literal["toy-shadow"] = "toy-shadow"
+        seed: int = 0
+
+    register(Shadow)(lambda b, c, x: {})
+    try:
+        with pytest.raises(ValueError, match="'seed'.*would shadow the CLI flag --seed"):
+            build_parser()
+    finally:
+        _REGISTRY["prune"].pop("toy-shadow", None)

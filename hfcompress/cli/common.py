@@ -155,6 +155,9 @@ def field_flag(name: str, annotation: Any, default: Any) -> tuple[str, dict[str,
 
 #: Fields every family handles itself (the method choice, the calibration group).
 _SKIP_FIELDS = {"method", "calibration"}
+#: Destinations of the shared model / output flags: no config field may take their names.
+_RESERVED = {"model", "revision", "dtype", "device_map", "task", "trust_remote_code", "allow_pickle", "output",
+             "overwrite", "push_to_hub", "private", "no_progress"}
 
 
 def add_method_args(p: argparse.ArgumentParser, family: str, *, title: str, method_help: str,
@@ -185,6 +188,10 @@ def add_method_args(p: argparse.ArgumentParser, family: str, *, title: str, meth
         if spec is None:
             continue
         flag, kw = spec
+        if flag in p._option_string_actions or field in CALIBRATION_FLAGS or field in _RESERVED:
+            owners = ", ".join(sorted(by_method))
+            raise ValueError(f"{family} config field {field!r} ({owners}) would shadow the CLI flag {flag}: "
+                             "rename the field")
         defaults = {_show(v) for v in by_method.values()}
         if len(defaults) == 1:
             shown = defaults.pop()
