@@ -146,11 +146,11 @@ def make_training_args(opts: TrainingOptions, output_dir: str | os.PathLike, *, 
         raise UsageError(f"invalid training arguments: {' '.join(str(exc).split())[:300]}") from None
 
 
-def checkpoint_folder(opts: TrainingOptions, ctx: Any) -> tuple[Path, bool]:
+def checkpoint_folder(opts: TrainingOptions, ctx: StageContext) -> tuple[Path, bool]:
     """(folder for Trainer checkpoints, whether they persist after the run)."""
     if opts.checkpoint_dir:
         return Path(opts.checkpoint_dir).expanduser(), True
-    base = getattr(ctx, "work_dir", None) or Path(tempfile.mkdtemp(prefix="hfcompress-train-"))
+    base = ctx.work_dir or Path(tempfile.mkdtemp(prefix="hfcompress-train-"))
     return Path(base) / "checkpoints", False
 
 
@@ -248,7 +248,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
     dataset, collator = build_dataset(tokenizer, config.data, task=bundle.task)
     folder, persistent = checkpoint_folder(config, ctx)
     resume = resolve_resume(config, folder)
-    args = make_training_args(config, folder, progress=getattr(ctx, "progress", True), save=persistent)
+    args = make_training_args(config, folder, progress=ctx.progress, save=persistent)
     student.train()
     student.requires_grad_(True)
     use_teacher = config.alpha > 0 or config.hidden_weight > 0 or config.attention_weight > 0
