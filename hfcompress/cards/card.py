@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -157,14 +156,14 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ..loading.load import TASKS
+    from ..loading.load import TASKS, read_config_json
 
     folder = Path(folder)
     report = read_report(folder)
     if report is None:
         raise UsageError(f"{folder} has no hfcompress.json: it was not written by hfcompress "
                          "(run `hfcompress compress` / `prune` / `quantize` to produce one)")
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = read_config_json(folder) if (folder / "config.json").is_file() else {}
     source = report.get("source", {})
     base_model = source.get("repo_id")
     pipeline_tag = report.get("pipeline_tag")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import HubError, UsageError
+from ..errors import HFCompressError, HubError, UsageError
 from ..secrets import register_secret
 
 T = TypeVar("T")
@@ -377,7 +377,12 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
             local_dir=str(local_dir) if local_dir else None), "the download", repo_id))
 
     def load_from(folder: Path) -> Any:
-        return load_model(folder, allow_pickle=allow_pickle) if load else None
+        if not load:
+            return None
+        try:
+            return load_model(folder, allow_pickle=allow_pickle)
+        except HFCompressError as exc:  # name the repo, not the temp / cache folder
+            raise type(exc)(str(exc).replace(str(folder), repo_id)) from exc
 
     model = None
     try:
