@@ -195,7 +195,7 @@ def test_push_hashes_every_file_before_creating_the_repo(hub_server: HubHandle, 
 def test_push_terminated_before_its_commit_deletes_the_repo(tmp_path: Path, tiny_model_dir: Path):
     """SIGTERM while the push uploads (the repo exists, the commit is not made): the repo goes away."""
     server = start_hub_server(tmp_path / "data", "--fault-match", "preupload", "--delay-nth", "1",
-                              "--delay-ms", "60000")
+                              "--delay-ms", "30000")
     try:
         repo = f"{server.user}/terminated"
         api = server.api()
@@ -213,7 +213,7 @@ def test_push_terminated_before_its_commit_deletes_the_repo(tmp_path: Path, tiny
             pytest.fail("the push never created its repo")
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=120)  # exit waits for the delayed upload thread
         assert proc.returncode == 130 and "error: interrupted" in err, err
         _assert_absent(server, repo)
     finally:

@@ -252,21 +252,43 @@ def check_no_pickles(folder: str | Path, allow_pickle: bool = False) -> None:
                          "allow_pickle=True to push them anyway")
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """In the main thread, SIGTERM raises :class:`PushInterrupted` (so the push can clean up)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Interrupts:
+    """In the main thread, SIGTERM / SIGINT raise :class:`PushInterrupted` so the push can clean up;
+    inside :meth:`critical` (creating the repo / branch and recording that we did) they are held
+    until it ends, so the push always knows what it created."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth:
+            self.pending = True
+            return
         raise PushInterrupted()
 
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            raise PushInterrupted()
 
 
 def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -300,19 +322,28 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
     except OSError as exc:
         raise HubError(f"push of {folder} failed: cannot read {_first_line(exc)}") from exc
     created_repo = created_branch = False
-    with _sigterm_as_interrupt():
+    interrupts = _Interrupts()
+    with interrupts.installed():
         try:
-            created_repo = _with_retries(lambda: _create(api.create_repo, repo_id, private=private),
-                                         "creating the repo", repo_id)
+            with interrupts.critical():
+                created_repo = _with_retries(lambda: _create(api.create_repo, repo_id, private=private),
+                                             "creating the repo", repo_id)
             if revision and revision != "main":
-                created_branch = _with_retries(lambda: _create(api.create_branch, repo_id, branch=revision),
-                                               "creating the branch", repo_id)
+                with interrupts.critical():
+                    created_branch = _with_retries(lambda: _create(api.create_branch, repo_id, branch=revision),
+                                                   "creating the branch", repo_id)
             info = _with_retries(lambda: api.create_commit(
                 repo_id, operations=operations, revision=revision,
                 commit_message=commit_message or f"Upload {path.name} with hfcompress"), "the push", repo_id)
         except BaseException as exc:
-            # A failed push leaves the remote as it was: what this push created goes away again.
-            _undo(api, repo_id, revision if created_branch else None, created_repo)
+            # A failed push leaves the remote as it was: what this push created goes away again
+            # (a second Ctrl-C / SIGTERM does not cut the clean-up short).
+            interrupts.depth += 1
+            try:
+                _undo(api, repo_id, revision if created_branch else None, created_repo)
+            finally:
+                interrupts.depth -= 1
+                interrupts.pending = False
             if isinstance(exc, HubError) or not isinstance(exc, Exception):
                 raise
             if isinstance(exc, HfHubHTTPError):
