@@ -628,7 +628,54 @@ def _api_cases(world: dict[str, str], out: Path):
         from hfcompress.data import load_texts
         load_texts(world["emptyds"], split="train", column="body")
 
+    def load_broken(key):
+        def run():
+            hfcompress.load(world[key])
+        return run
+
+    def recipe_laughs():
+        _recipe(RECIPES["billion-laughs"])
+
+    def recipe_duplicate():
+        _recipe(RECIPES["duplicate-key"])
+
+    def recipe_not_utf8():
+        from hfcompress.recipes import load_recipe
+        load_recipe(world["recipe:latin1"])
+
+    def push_pickle():
+        from hfcompress.hub import push
+        push(world["with-pickle"], "hfc-tester/never", token="x", endpoint="http://127.0.0.1:9")
+
+    def damaged_report():
+        from hfcompress.io import read_report
+        read_report(world["bad-report"])
+
+    def pull_below_file():
+        from hfcompress.hub import pull
+        pull("hfc-tester/never", output=world["root"] + "/afile/out", token="x", endpoint="http://127.0.0.1:9")
+
+    def token_file_missing():
+        from hfcompress.hub.transfer import read_token_file
+        read_token_file(world["root"] + "/no-token")
+
     return [
+        ("recipe-billion-laughs", recipe_laughs, errors.RecipeError, ("anchors and aliases",), None),
+        ("recipe-duplicate-key", recipe_duplicate, errors.RecipeError, ("recipe:5:", "duplicate key 'sparsity'"),
+         None),
+        ("recipe-not-utf8", recipe_not_utf8, errors.RecipeError, ("not UTF-8 text",), None),
+        ("load-truncated-safetensors", load_broken("st-truncated"), errors.ModelLoadError,
+         ("model.safetensors is not a valid safetensors file", "truncated"), None),
+        ("load-safetensors-symlink", load_broken("st-symlink"), errors.ModelLoadError, ("a link to",), None),
+        ("load-config-shapes", load_broken("cfg-shapes"), errors.ModelLoadError, ("does not match its weights",),
+         None),
+        ("load-config-deep", load_broken("cfg-deep"), errors.ModelLoadError, ("nested more than",), None),
+        ("load-broken-tokenizer", load_broken("tok-json"), errors.ModelLoadError,
+         ("tokenizer.json: not valid JSON",), None),
+        ("push-pickle", push_pickle, errors.UsageError, ("pytorch_model.bin", "allow_pickle=True"), None),
+        ("read-damaged-report", damaged_report, errors.UsageError, ("hfcompress.json: nested more than",), None),
+        ("pull-output-below-a-file", pull_below_file, errors.OutputError, ("is a file, not a folder",), None),
+        ("token-file-missing", token_file_missing, errors.UsageError, ("--token-file", "cannot be read"), None),
         ("load-missing-folder", load_missing, errors.ModelLoadError, ("does not exist",), None),
         ("load-not-a-model", load_not_model, errors.ModelLoadError, ("no config.json",), None),
         ("load-pickle-without-opt-in", load_pickle, errors.ModelLoadError, ("allow_pickle=True",), None),
@@ -660,8 +707,7 @@ def _api_cases(world: dict[str, str], out: Path):
     ]
 
 
-API_IDS = [c[0] for c in _api_cases({k: "" for k in ("root", "notmodel", "pickle", "t5", "llama", "existing",
-                                                       "noweights", "tinyds", "emptyds")}, Path("."))]
+API_IDS = [c[0] for c in _api_cases({}, Path("."))]
 
 
 @pytest.mark.parametrize("case_id", API_IDS)

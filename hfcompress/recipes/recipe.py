@@ -220,8 +220,9 @@ def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     if size > MAX_RECIPE_BYTES:
         raise RecipeError(f"{source}: {size} bytes, more than the {MAX_RECIPE_BYTES} a recipe may have: "
                           "is this the right file?")
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader refuses control characters already here
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
     except _RecipeLimit as exc:
@@ -234,7 +235,8 @@ def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     except RecursionError:  # not reached within MAX_DEPTH; kept as a last guard
         raise RecipeError(f"{source}: nested too deeply: a recipe is a few levels deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, root
 
 
