@@ -46,7 +46,7 @@ RECIPE_VERSION = 1
 #: Limits on a recipe's text (real recipes are a few hundred bytes, 3-5 levels deep).
 MAX_RECIPE_BYTES = 64 * 1024
 MAX_DEPTH = 32
-MAX_NODES = 5_000
+MAX_NODES = 2_000
 
 
 class _RecipeLimit(yaml.MarkedYAMLError):
