@@ -136,16 +136,30 @@ def _evaluation_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _load_snippet(config: dict[str, Any], task_auto: str, repo: str) -> tuple[str, bool]:
+def _processor_class(folder: Path) -> str | None:
+    """The Auto class that loads the folder's tokenizer / processor; None when it ships neither
+    (the card then does not tell users to load one)."""
+    from ..loading.load import PROCESSOR_FILES
+
+    names = {p.name for p in folder.iterdir()}
+    if names & {"preprocessor_config.json", "processor_config.json"}:
+        return "AutoProcessor"
+    return "AutoTokenizer" if names & set(PROCESSOR_FILES) else None
+
+
+def _load_snippet(config: dict[str, Any], task_auto: str, repo: str,
+                  processor: str | None = "AutoTokenizer") -> tuple[str, bool]:
     quant = (config.get("quantization_config") or {}).get("quant_method", "")
     needs_import = str(quant).startswith("hfcompress")
     lines = []
     if needs_import:
         lines.append("import hfcompress  # registers this checkpoint format with transformers")
-    lines.append(f"from transformers import {task_auto}, AutoTokenizer")
+    lines.append(f"from transformers import {task_auto}" + (f", {processor}" if processor else ""))
     lines.append("")
     lines.append(f'model = {task_auto}.from_pretrained("{repo}")')
-    lines.append(f'tokenizer = AutoTokenizer.from_pretrained("{repo}")')
+    if processor:
+        name = "tokenizer" if processor == "AutoTokenizer" else "processor"
+        lines.append(f'{name} = {processor}.from_pretrained("{repo}")')
     return "\n".join(lines), needs_import
 
 
@@ -169,7 +183,7 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
     pipeline_tag = report.get("pipeline_tag")
     task_auto = TASKS.get(report.get("task", ""), ("AutoModel",))[0]
     tags, relation, datasets, limitations = _stage_facts(report)
-    snippet, needs_import = _load_snippet(config, task_auto, repo_id or "REPO_ID")
+    snippet, needs_import = _load_snippet(config, task_auto, repo_id or "REPO_ID", _processor_class(folder))
     if needs_import:
         limitations.append("This checkpoint uses an hfcompress format: `import hfcompress` before "
                            "`from_pretrained` (the snippet above does).")
