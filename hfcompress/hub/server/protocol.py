@@ -29,7 +29,7 @@ class Body:
         te = headers.get("Transfer-Encoding", "").strip().lower()
         cl = headers.get("Content-Length")
         if te not in ("", "chunked"):
-            raise HubHTTPError(501, f"unsupported Transfer-Encoding {printable(te)!r}: send Content-Length")
+            raise HubHTTPError(400, f"unsupported Transfer-Encoding {printable(te)!r}: send Content-Length")
         if te and cl is not None:
             raise HubHTTPError(400, "both Content-Length and Transfer-Encoding are set: send one of them")
         self.chunked = te == "chunked"

@@ -167,7 +167,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except TimeoutError:
             self.close_connection = True
+            self.body.done = True
             self.log_error("connection idle for %ss: closed", self.server.config.idle_timeout_s)
+            with contextlib.suppress(OSError):
+                self._send(408, {"error": "request timed out: the connection was idle too long"})
         except Exception as exc:  # noqa: BLE001 - a server answers 500, it does not crash
             import traceback
 

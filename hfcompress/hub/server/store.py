@@ -151,15 +151,24 @@ class Store:
     # -- pins (a request's blobs and commits survive a concurrent garbage collection)
     @contextlib.contextmanager
     def request_pins(self) -> Iterator[None]:
-        """Pin the blobs / commits this thread installs or :meth:`pin_blob` returns until the block ends."""
+        """Pin the blobs / commits this thread installs or :meth:`pin_blob` returns until the
+        block ends. A block that fails after installing new blobs (a refused commit) collects
+        them again, so that a refused request leaves the store as it was."""
         self._local.pins = pins = []
+        self._local.created = False
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             self._local.pins = None
             with self._gc_lock:
                 self._pins.subtract(pins)
                 self._pins += collections.Counter()  # drop zero counts
+            if failed and self._local.created:
+                self.collect_garbage()
 
     def _pin_locked(self, key: str) -> None:
         pins = getattr(self._local, "pins", None)
@@ -197,6 +206,7 @@ class Store:
             if not dest.exists():
                 os.replace(tmp, dest)
                 _fsync_dir(dest.parent)
+                self._local.created = True
             meta = dest.with_suffix(".json")
             if not meta.exists():
                 atomic_write(meta, json.dumps(info.__dict__).encode())
