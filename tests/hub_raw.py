@@ -97,14 +97,17 @@ class Answer:
 def raw(port: int, data: bytes, timeout: float = 20.0, half_close: bool = True) -> Answer:
     """Send ``data`` as is on a new connection (then close our side), read the whole answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered early (e.g. 431) and closed: read what it said
+            pass
         chunks = []
         try:
             while chunk := s.recv(65536):
                 chunks.append(chunk)
-        except (ConnectionResetError, TimeoutError):
+        except (ConnectionResetError, TimeoutError, OSError):
             pass
     out = b"".join(chunks)
     head, _, body = out.partition(b"\r\n\r\n")

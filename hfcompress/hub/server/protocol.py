@@ -7,6 +7,7 @@ import binascii
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .errors import HubHTTPError
@@ -219,24 +220,24 @@ def json_body(data: bytes, what: str = "request body") -> dict:
     return obj
 
 
-def get_str(obj: dict, key: str, default: str | None = None, what: str = "request") -> str:
-    """``obj[key]`` as a string (``default`` when absent or null; 400 when absent and no default)."""
+def _field(obj: dict, key: str, default: Any, ok: Callable[[Any], bool], expected: str, what: str) -> Any:
     val = obj.get(key)
     if val is None and default is not None:
         return default
-    if not isinstance(val, str):
-        raise HubHTTPError(400, f"{what}: {key!r} must be a string, got {type(val).__name__}")
+    if not ok(val):
+        raise HubHTTPError(400, f"{what}: {key!r} must be {expected}, got {printable(repr(val)[:40])}")
     return val
+
+
+def get_str(obj: dict, key: str, default: str | None = None, what: str = "request") -> str:
+    """``obj[key]`` as a string (``default`` when absent or null; 400 when absent and no default)."""
+    return _field(obj, key, default, lambda v: isinstance(v, str), "a string", what)
 
 
 def get_int(obj: dict, key: str, default: int | None = None, what: str = "request") -> int:
     """``obj[key]`` as a non-negative integer (``default`` when absent or null)."""
-    val = obj.get(key)
-    if val is None and default is not None:
-        return default
-    if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-        raise HubHTTPError(400, f"{what}: {key!r} must be a non-negative integer, got {printable(repr(val)[:40])}")
-    return val
+    return _field(obj, key, default, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                  "a non-negative integer", what)
 
 
 def get_list(obj: dict, key: str, what: str = "request", of: type = dict) -> list:

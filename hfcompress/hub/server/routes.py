@@ -143,9 +143,19 @@ class Handler(BaseHTTPRequestHandler):
         if not hasattr(self, "body"):
             self.body = Body(self.rfile, {})
         self.cut = False
+        if code == 501:  # a method no route has (OPTIONS, BREW, ...)
+            message = f"not implemented by the hfcompress hub server: {message}"
+        message = printable(message or explain or "bad request")
         with contextlib.suppress(OSError):
-            self._send(code, {"error": message or explain or "bad request"},
-                       {"X-Error-Message": (message or "")[:500], "Connection": "close"})
+            self._send(code, {"error": message}, {"X-Error-Message": message[:500], "Connection": "close"})
+            # Lingering close: read (a bounded amount of) what the client still sends, so that
+            # closing with unread data does not reset the connection before it reads the answer.
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(1.0)
+            left = 1 << 20
+            while left > 0 and (chunk := self.connection.recv(65536)):
+                left -= len(chunk)
 
     def _dispatch(self) -> None:
         self.body = Body(self.rfile, {})
@@ -252,11 +262,12 @@ class Handler(BaseHTTPRequestHandler):
             left = 512 * CHUNK
             while left > 0 and (chunk := self.body.read()):
                 left -= len(chunk)
-        headers = {"X-Error-Message": err.message.encode("ascii", "replace").decode()[:500]}
+        message = printable(err.message)  # one line, whatever user text it quotes
+        headers = {"X-Error-Message": message.encode("ascii", "replace").decode()[:500]}
         if err.code:
             headers["X-Error-Code"] = err.code
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
-            self._send(err.status, {"error": err.message, **err.extra}, headers)
+            self._send(err.status, {"error": message, **err.extra}, headers)
 
     def _json(self, limit: int = 16 * CHUNK) -> dict:
         return json_body(self.body.read_all(limit))
