@@ -11,9 +11,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import pytest
 
 from hfcompress.testing.hub import (
     OTHER_TOKEN,
@@ -52,7 +55,7 @@ class LoggedServer:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -78,6 +81,16 @@ def start_logged_server(data_dir: Path, *extra: str) -> LoggedServer:
         proc.kill()
         raise RuntimeError(f"hub server did not start: {log_path.read_text()[-2000:]}")
     return LoggedServer(url, data_dir, log_path, proc, client_env(url, TEST_TOKEN, home))
+
+
+@pytest.fixture(scope="session")
+def logged_hub(tmp_path_factory) -> Iterator[LoggedServer]:
+    """One logged server (idle timeout 1.5 s) shared by the hub security and fuzz tests; at the
+    end, its log must hold no traceback."""
+    server = start_logged_server(tmp_path_factory.mktemp("logged-hub") / "data", "--idle-timeout", "1.5")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log(), server.log()[-3000:]
 
 
 @dataclass

@@ -24,9 +24,23 @@ import time
 import uuid
 from pathlib import Path
 
-from hub_raw import commit_body, file_op, lfs_op, lfs_upload, raw, request, start_logged_server, store_digest
+import pytest
 
 from hfcompress.testing.hub import OTHER_TOKEN, TEST_TOKEN, TEST_USER
+
+pytest.register_assert_rewrite("hub_raw")  # before the import: its asserts explain themselves too
+from hub_raw import (  # noqa: E402
+    LoggedServer,
+    commit_body,
+    file_op,
+    lfs_op,
+    lfs_upload,
+    raw,
+    request,
+    store_digest,
+)
+
+pytest_plugins = ["hub_raw"]  # the session-wide ``logged_hub`` server, shared by both modules
 
 SEED = int(os.environ.get("HFCOMPRESS_FUZZ_SEED", "16"))
 N_REQUESTS = int(os.environ.get("HFCOMPRESS_FUZZ_N", "600"))
@@ -179,12 +193,8 @@ def _fuzz_loop(rng: random.Random, repos: list[str], port: int, statuses: collec
     return sent
 
 
-def test_fuzz_requests(tmp_path: Path):
-    server = start_logged_server(tmp_path / "data", "--idle-timeout", "3")
-    try:
-        _run_fuzz(server, tmp_path)
-    finally:
-        server.stop()
+def test_fuzz_requests(logged_hub: LoggedServer, tmp_path: Path):
+    _run_fuzz(logged_hub, tmp_path)
 
 
 def _run_fuzz(server, tmp_path: Path) -> None:
@@ -230,7 +240,7 @@ def _run_fuzz(server, tmp_path: Path) -> None:
     assert not failures, "\n".join(failures[:20])
     assert sent >= min(N_REQUESTS, 100)
     assert downloads["ok"] > 0 and set(downloads) == {"ok"}, downloads
-    log = server.log()
+    log = server.log()  # (the whole run's, shared with the security tests)
     assert "Traceback" not in log, log[-4000:]
     assert all(ln.startswith("hub: ") for ln in log.splitlines()), [ln for ln in log.splitlines()
                                                                      if not ln.startswith("hub: ")][:10]

@@ -21,7 +21,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hub_raw import (
+
+from hfcompress.testing.hub import OTHER_TOKEN, OTHER_USER, TEST_TOKEN, TEST_USER
+
+pytest.register_assert_rewrite("hub_raw")  # before the import: its asserts explain themselves too
+from hub_raw import (  # noqa: E402
     LoggedServer,
     commit_body,
     file_op,
@@ -29,11 +33,10 @@ from hub_raw import (
     lfs_op,
     lfs_upload,
     request,
-    start_logged_server,
     store_digest,
 )
 
-from hfcompress.testing.hub import OTHER_TOKEN, OTHER_USER, TEST_TOKEN, TEST_USER
+pytest_plugins = ["hub_raw"]  # the session-wide ``logged_hub`` server, shared by both modules
 
 ME, OTHER = TEST_TOKEN, OTHER_TOKEN
 
@@ -43,11 +46,8 @@ def _uid(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory) -> LoggedServer:
-    server = start_logged_server(tmp_path_factory.mktemp("sec") / "data", "--idle-timeout", "1.5")
-    yield server
-    server.stop()
-    assert "Traceback" not in server.log(), server.log()[-3000:]
+def srv(logged_hub: LoggedServer) -> LoggedServer:
+    return logged_hub
 
 
 def _create(srv: LoggedServer, repo: str, token: str = ME, private: bool = False, repo_type: str = "model") -> None:
