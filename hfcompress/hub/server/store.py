@@ -326,7 +326,7 @@ class Store:
                     blobs |= b
                     commits |= c
                     blobs.update(p.name for p in (self.repo_dir(t, r) / "lfs").glob("*"))
-            for key in [k for k in self._reach_cache if self.repo_meta(*k) is None]:
+            for key in [k for k in list(self._reach_cache) if self.repo_meta(*k) is None]:
                 del self._reach_cache[key]
             gone = {"blobs": 0, "commits": 0}
             for path in (self.root / "blobs").glob("*/*"):
