@@ -195,6 +195,49 @@ def test_unreferenced_blobs_are_deleted(srv: LoggedServer):
     assert request(srv.port, "GET", f"/{two}/resolve/main/s.txt").body == shared
 
 
+def test_garbage_collection_races_with_concurrent_commits(srv: LoggedServer):
+    """Repos created and deleted (each deletion collects garbage) while other clients commit
+    regular and LFS files: every acknowledged file stays downloadable."""
+    import threading
+
+    repo = f"{TEST_USER}/{_uid('gc-race')}"
+    _create(srv, repo)
+    errors: list[str] = []
+    expected: dict[str, bytes] = {}
+
+    def committer(i: int, lfs: bool) -> None:
+        for j in range(6):
+            data, path = os.urandom(2000), f"t{i}/f{j}.bin"
+            if lfs:
+                lfs_upload(srv.port, repo, data, ME)
+            ans = _commit(srv, repo, lfs_op(path, data) if lfs else file_op(path, data))
+            if ans.status == 200:
+                expected[path] = data
+            else:
+                errors.append(f"{path}: {ans.status} {ans.body[:200]!r}")
+
+    def churner() -> None:
+        for k in range(6):
+            tmp = f"{TEST_USER}/{_uid(f'churn{k}')}"
+            _create(srv, tmp)
+            _commit(srv, tmp, file_op("x.bin", os.urandom(3000)))
+            ans = request(srv.port, "DELETE", "/api/repos/delete", json.dumps({"name": tmp}).encode(), token=ME)
+            if ans.status != 200:
+                errors.append(f"delete {tmp}: {ans.status}")
+
+    threads = [threading.Thread(target=committer, args=(i, i % 2 == 1)) for i in range(4)]
+    threads.append(threading.Thread(target=churner))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    assert len(expected) == 24
+    for path, data in expected.items():
+        assert request(srv.port, "GET", f"/{repo}/resolve/main/{path}").body == data, path
+    _no_traceback(srv)
+
+
 # ---------------------------------------------------------------------------------------------
 # b. Header injection
 # ---------------------------------------------------------------------------------------------
