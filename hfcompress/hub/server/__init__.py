@@ -4,7 +4,8 @@ It speaks the parts of the Hugging Face Hub API that ``huggingface_hub`` 2.x,
 ``transformers`` and ``datasets`` use: repos (create / delete / settings), preupload +
 NDJSON commits, the LFS batch API (for clients run with ``HF_HUB_DISABLE_XET=1``), repo and
 revision info, tree / paths-info listings, ``resolve`` downloads (HEAD / GET / Range),
-branches, tags, commit history, ``validate-yaml`` and ``whoami-v2``. See ``docs/HUB.md``.
+branches, tags, commit history, repo listings (``/api/models``, ``/api/datasets``),
+``validate-yaml`` and ``whoami-v2``. See ``docs/HUB.md``.
 
 Storage under ``--data DIR`` is content-addressed and crash-safe: blobs are streamed to a
 temporary file while hashed, fsynced and renamed into place; commit objects and refs are
