@@ -150,7 +150,7 @@ def set_field(config: Any, name: str, value: Any) -> None:
         for cfg in {id(c): c for c in (config, _text_config(config))}.values():
             if cfg is config or hasattr(cfg, name):
                 setattr(cfg, name, value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise UnsupportedError(f"{type(config).__name__} refuses {name}={value}: "
                                f"{' '.join(str(exc).split())[:160]}") from None
 

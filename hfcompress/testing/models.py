@@ -139,18 +139,23 @@ def tiny_model(family: str, seed: int = 0) -> Any:
     return getattr(transformers, model_name)(config).eval()
 
 
-def tiny_tokenizer(vocab_size: int = 256) -> Any:
-    """A character-level tokenizer (one token per printable character; built locally, no download)."""
+def tiny_tokenizer(vocab_size: int = 256, mask_token: bool = False) -> Any:
+    """A character-level tokenizer (one token per printable character; built locally, no download).
+
+    ``mask_token=True`` adds ``<mask>`` (id 4) for masked language models, one character fewer.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     # Characters map to tokens by code point so any text tokenizes deterministically.
-    chars = [chr(c) for c in range(32, 32 + vocab_size - 4)]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{ch: i + 4 for i, ch in enumerate(chars)}}
+    special = ["<pad>", "<s>", "</s>", "<unk>"] + (["<mask>"] if mask_token else [])
+    chars = [chr(c) for c in range(32, 32 + vocab_size - len(special))]
+    vocab = {**{t: i for i, t in enumerate(special)}, **{ch: i + len(special) for i, ch in enumerate(chars)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    extra = {"mask_token": "<mask>"} if mask_token else {}
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>")
+                                   eos_token="</s>", unk_token="<unk>", **extra)
 
 
 def save_tiny(family: str, folder: str | Path, seed: int = 0, with_tokenizer: bool = True) -> Path:
