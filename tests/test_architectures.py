@@ -57,9 +57,10 @@ def test_tiny_models_build_fast():
     import time
 
     for name in ARCHITECTURES:
+        matrix_model(name)  # the first build imports the modeling code
         t = time.perf_counter()
         model = matrix_model(name)
-        assert time.perf_counter() - t < 5  # < 1 s on an idle core; slack for a shared machine
+        assert time.perf_counter() - t < 3, name  # < 1 s on an idle core; slack for a shared machine
         with torch.no_grad():
             model(**matrix_inputs(name))
     gemma3 = matrix_model("gemma3_text").config.layer_types
@@ -109,15 +110,13 @@ def test_unknown_block_class_uses_the_proposal(tmp_path):
     from hfcompress.prune import MagnitudeConfig
     from hfcompress.stage import StageContext, run_stage
 
-    class RenamedLayer(torch.nn.Module):  # a new class name wrapping nothing new
-        pass
-
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=1, head_dim=16,
                                          vocab_size=256)).eval()
+    renamed = type("MyNewDecoderLayer", (type(model.model.layers[0]),), {})  # a class no layout declares
     for layer in model.model.layers:
-        layer.__class__ = type("MyNewDecoderLayer", (type(layer),), {})
+        layer.__class__ = renamed
     layout, source = layout_for(model.model.layers[0], model.config, "decoder")
     assert source == "proposed" and layout.ffn.inputs == ("mlp.gate_proj", "mlp.up_proj")
     bundle = ModelBundle(model, None, "causal-lm")
@@ -133,8 +132,9 @@ def test_fused_projection_without_declared_order_is_refused():
     from hfcompress.stage import StageContext, run_stage
 
     model = matrix_model("phi3")
+    renamed = type("UnknownFusedLayer", (type(model.model.layers[0]),), {})
     for layer in model.model.layers:
-        layer.__class__ = type("UnknownFusedLayer", (type(layer),), {})
+        layer.__class__ = renamed
     with pytest.raises(UnsupportedError, match="head order inside the fused projection `self_attn.qkv_proj`"):
         run_stage(ModelBundle(model, None, "causal-lm"), MagnitudeConfig(structured="heads", sparsity=0.5),
                   StageContext(progress=False))
