@@ -401,6 +401,25 @@ def _require_describable(model, new_config, meta_state, what: str, b: _Block) ->
     raise UnsupportedError(f"structured {what} of {type(model).__name__} cannot be described by its config: {why}")
 
 
+def _require_head_size(model: nn.Module, b: _Block, h: _Heads) -> None:
+    """One-line error unless the config's head-size field reaches the model: a model built with
+    twice the head size must have wider projections (checked on the meta device)."""
+    field, a = b.layout.fields.head_dim, b.layout.attention[0]
+    why = (f"heads pruning needs a config that can state the head size, and {type(model.config).__name__} "
+           "derives it from the hidden size and head count: use --structured ffn or layers")
+    probe_cfg = copy.deepcopy(model.config)
+    try:
+        set_field(probe_cfg, field, 2 * h.hd)
+        with torch.device("meta"):
+            probe = type(model)(probe_cfg)
+    except Exception:  # noqa: BLE001 - a config that refuses the field cannot state it
+        raise UnsupportedError(why) from None
+    stack = next(s for s in find_block_stacks(probe) if s.name == b.stack.name)
+    path = a.qkv or a.q
+    if projection_shape(stack.blocks[b.index].get_submodule(path)) == projection_shape(b.obj(path)):
+        raise UnsupportedError(why)
+
+
 @torch.no_grad()
 def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
     """Prune ``bundle.model`` structurally (``cfg.structured``) and rebuild it; returns the summary."""
@@ -452,6 +471,7 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
                                        f"found in {_cls(b)}: declare its layout in hfcompress/layouts")
             for ai, a in enumerate(b.layout.attention):
                 geo[(bi, ai)] = _heads(model, b, a)
+        _require_head_size(model, blocks[0], geo[(0, 0)])
         units = geo[(0, 0)].units
         remove_n = int(round(units * s))
         for h in geo.values():

@@ -6,7 +6,7 @@
 command runs that test and renders the results as the Markdown table included by
 docs/ARCHITECTURES.md::
 
-    python -m hfcompress.testing.matrix            # -> benchmarks/results/architectures.md
+    python -m hfcompress.testing.matrix   # -> benchmarks/results/architectures.md + docs/ARCHITECTURES.md
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ CELLS: dict[str, str] = {
     "layers": "structured blocks 50 %: from_pretrained reload, same logits",
     "student": "distillation student (half the blocks): from_pretrained reload, same logits",
 }
+
+DOC_START, DOC_END = "<!-- matrix:start -->", "<!-- matrix:end -->"
 
 #: the error of the pruning engine's allow-list of model types (removed by the calibration work):
 #: a cell failing with it is expected to pass once that work is merged
@@ -221,7 +223,8 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="benchmarks/results/architectures.md")
-    parser.add_argument("-k", default=None, help="pytest -k selection (a partial matrix)")
+    parser.add_argument("--doc", default="docs/ARCHITECTURES.md", help="document whose matrix block is rewritten")
+    parser.add_argument("-k", default=None, help="pytest -k selection (a partial matrix; the doc is left alone)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "matrix.jsonl"
@@ -237,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     print(f"wrote {args.output} ({len(rows)} cells)")
+    doc = Path(args.doc)
+    if doc.is_file() and not args.k:
+        body = doc.read_text()
+        if DOC_START in body and DOC_END in body:
+            block = f"{DOC_START}\n{text}\n<sub>from `{args.output}`</sub>\n{DOC_END}"
+            doc.write_text(body[: body.index(DOC_START)] + block + body[body.index(DOC_END) + len(DOC_END):])
+            print(f"updated {doc}")
     return 0
 
 
