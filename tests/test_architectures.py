@@ -32,9 +32,25 @@ ENWIKI = Path(__file__).resolve().parents[1].parent / "shared" / "hub" / "datase
 @pytest.fixture(scope="session")
 def matrix_dataset(tmp_path_factory) -> str:
     """The first ~20k characters of enwiki-sample as a local dataset folder (fast calibration)."""
+    import gc
+
     if not ENWIKI.is_dir():
         pytest.skip(f"{ENWIKI} not found")
-    return str(calibration_folder(tmp_path_factory.mktemp("enwiki-small"), ENWIKI))
+    folder = str(calibration_folder(tmp_path_factory.mktemp("enwiki-small"), ENWIKI))
+    # the pruning engine calls gc.collect() per block; with every library of the session alive a
+    # full collection takes ~1 s: keep what exists now (imports) out of the collector's scans
+    gc.collect()
+    gc.freeze()
+    return folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one intra-op thread is fastest (and fair on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # -- the matrix -------------------------------------------------------------------------------
