@@ -218,6 +218,32 @@ def test_layer_removal_keeps_per_layer_config_lists(matrix_dataset):
     assert bundle.model.config.num_hidden_layers == 3
 
 
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "t5"])
+def test_activation_importance_on_experts_and_stacks(arch, matrix_dataset, tmp_path):
+    """Wanda-style structured FFN: per-expert statistics from the tokens routed to each expert
+    (an expert no token reached is ranked by magnitude, and reported), both stacks of T5."""
+    import transformers
+
+    from hfcompress.config import CalibrationConfig
+    from hfcompress.loading import ModelBundle
+    from hfcompress.loading.load import detect_task
+    from hfcompress.prune import WandaConfig
+    from hfcompress.stage import StageContext, run_stage
+    from hfcompress.testing.matrix import matrix_tokenizer
+
+    model = matrix_model(arch)
+    bundle = ModelBundle(model, matrix_tokenizer(arch), detect_task(model.config))
+    cfg = WandaConfig(structured="ffn", sparsity=0.5,
+                      calibration=CalibrationConfig(dataset=matrix_dataset, samples=2, seq_len=16))
+    s = run_stage(bundle, cfg, StageContext(progress=False))["summary"]
+    assert s["intermediate_size"][1] == s["intermediate_size"][0] // 2
+    bundle.model.save_pretrained(tmp_path)
+    re = getattr(transformers, ARCHITECTURES[arch][1]).from_pretrained(tmp_path).eval()
+    x = matrix_inputs(arch)
+    with torch.no_grad():
+        assert torch.equal(bundle.model(**x).logits, re(**x).logits)
+
+
 # -- Hub round trip per family ----------------------------------------------------------------
 
 FAMILY_MODELS = {"decoder": "llama", "encoder": "bert", "encoder-decoder": "t5", "vision": "vit",

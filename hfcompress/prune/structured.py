@@ -253,6 +253,50 @@ def _input_sq(bundle, modules: dict[str, nn.Module], ids, batch_size) -> dict[st
 
 
 @torch.no_grad()
+def _expert_input_sq(bundle, blocks: list[_Block], ids, batch_size) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per expert FFN (key: its output tensor): ``(sum of x_j^2 [experts, I], routed tokens [experts])``
+    for the input of each expert's output projection, from the tokens routed to that expert.
+
+    The experts module is called as ``experts(hidden_states, top_k_index, top_k_weights)`` (the
+    transformers 5 convention); its ``act_fn`` turns each expert's gate part into the gate.
+    """
+    acc: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for b in blocks:
+        ffn = b.layout.ffn
+        owner_path = ffn.output.rpartition(".")[0]
+        owner = b.module.get_submodule(owner_path)
+        act = getattr(owner, "act_fn", None)
+        if act is None or len(ffn.inputs) != 1 or ffn.chunks != 2:
+            raise UnsupportedError(f"activation importance of the expert tensors of {_cls(b)} needs a fused gate|up "
+                                   f"tensor and an `act_fn` on `{owner_path}`: use magnitude or taylor importance")
+        w_in = b.obj(ffn.inputs[0])
+        key = b.key(ffn.output)
+        n_exp, width = w_in.shape[0], w_in.shape[1] // 2
+        acc[key] = [torch.zeros(n_exp, width), torch.zeros(n_exp)]
+
+        def hook(module, args, kwargs, w_in=w_in, act=act, key=key, width=width):
+            x = args[0] if args else kwargs["hidden_states"]
+            idx = args[1] if len(args) > 1 else kwargs["top_k_index"]
+            x = x.reshape(-1, x.shape[-1]).float()
+            idx = idx.reshape(x.shape[0], -1)
+            for e in range(w_in.shape[0]):
+                rows = (idx == e).any(-1).nonzero().flatten()
+                if rows.numel() == 0:
+                    continue
+                gate, up = torch.nn.functional.linear(x[rows], w_in[e].float()).split(width, dim=-1)
+                acc[key][0][e] += (act(gate) * up).pow(2).sum(0)
+                acc[key][1][e] += rows.numel()
+        handles.append(owner.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        _forward_all(bundle, ids, batch_size)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: (v[0], v[1]) for k, v in acc.items()}
+
+
+@torch.no_grad()
 def _angular_distances(bundle, blocks: list[_Block], ids, batch_size) -> dict[tuple[str, int], float]:
     acc: dict[tuple[str, int], list[float]] = {}
     handles = []
@@ -290,7 +334,9 @@ def _unit_scores(w: torch.Tensor, obj: Any, kind: str, importance: str, chunks: 
     return s.sum(1)
 
 
-def _ffn_scores(bundle, blocks, importance, ids, cfg, progress) -> list[torch.Tensor]:
+def _ffn_scores(bundle, blocks, importance, ids, cfg, progress, unrouted: dict[str, int]) -> list[torch.Tensor]:
+    """Per block, ``[experts, I]`` channel scores (experts = 1 for a plain FFN). ``unrouted`` collects,
+    per block, the experts no calibration token reached (ranked by magnitude instead)."""
     grads: dict[str, torch.Tensor] = {}
     if importance == "taylor":
         from .gradients import taylor_scores
@@ -301,10 +347,14 @@ def _ffn_scores(bundle, blocks, importance, ids, cfg, progress) -> list[torch.Te
                 obj = b.obj(p)
                 params[b.key(p)] = obj if isinstance(obj, nn.Parameter) else obj.weight
         grads = taylor_scores(bundle, params, ids, cfg.batch_size, progress)
-    sq = {}
+    sq: dict[str, Any] = {}
     if importance == "activations":
-        sq = _input_sq(bundle, {b.key(b.layout.ffn.output): b.obj(b.layout.ffn.output) for b in blocks}, ids,
-                       cfg.batch_size)
+        dense = [b for b in blocks if not b.layout.ffn.experts]
+        sq = _input_sq(bundle, {b.key(b.layout.ffn.output): b.obj(b.layout.ffn.output) for b in dense}, ids,
+                       cfg.batch_size) if dense else {}
+        moe = [b for b in blocks if b.layout.ffn.experts]
+        if moe:
+            sq.update(_expert_input_sq(bundle, moe, ids, cfg.batch_size))
     out = []
     for b in blocks:
         ffn = b.layout.ffn
@@ -312,6 +362,19 @@ def _ffn_scores(bundle, blocks, importance, ids, cfg, progress) -> list[torch.Te
         cw = cobj if isinstance(cobj, nn.Parameter) else cobj.weight
         if importance == "activations":
             col = _unit_scores(cw, cobj, "in", "magnitude").sqrt()
+            if ffn.experts:
+                act_sq, routed = sq[b.key(ffn.output)]
+                score = act_sq.sqrt() * col
+                # an expert no calibration token reached has no activations: rank its channels by
+                # their weights (magnitude), explicitly, instead of keeping arbitrary ones
+                idle = routed == 0
+                if bool(idle.any()):
+                    mag = sum(_unit_scores(b.obj(p).detach(), b.obj(p), "out", "magnitude", ffn.chunks).sqrt()
+                              for p in ffn.inputs) + col
+                    score[idle] = mag[idle]
+                    unrouted[b.prefix] = int(idle.sum())
+                out.append(score)
+                continue
             out.append(sq[b.key(ffn.output)].sqrt()[None] * col)
             continue
         score = None
@@ -445,9 +508,6 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
         widths: dict[str, int] = {}
         for b in blocks:
             w = _ffn_width(b)
-            if importance == "activations" and b.layout.ffn.experts:
-                raise UnsupportedError(f"activation importance of the expert tensors of {_cls(b)} needs per-expert "
-                                       "routing statistics, not available: use magnitude or taylor importance")
             if widths.setdefault(b.layout.fields.ffn, w) != w:
                 raise UnsupportedError(f"ffn pruning needs one FFN width per config field, and "
                                        f"{b.layout.fields.ffn} covers widths {widths[b.layout.fields.ffn]} and {w}")
@@ -518,7 +578,10 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
     summary.update({"units": units, "removed": remove})
 
     if what == "ffn":
-        scores = _ffn_scores(bundle, blocks, importance, ids, cfg, ctx.progress)
+        unrouted: dict[str, int] = {}
+        scores = _ffn_scores(bundle, blocks, importance, ids, cfg, ctx.progress, unrouted)
+        if unrouted:
+            summary["experts_without_calibration_tokens"] = unrouted
         for b, sc in zip(blocks, scores, strict=True):
             keep = widths[b.layout.fields.ffn] - remove[b.layout.fields.ffn]
             _cut_ffn(state, b, _keep_sorted(sc, keep))
