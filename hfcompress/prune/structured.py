@@ -216,7 +216,7 @@ def _check_text_inputs(model: nn.Module, what: str, importance: str) -> None:
     if main != "input_ids":
         raise UnsupportedError(f"structured {what} with {importance} importance ranks by calibration data, and "
                                f"calibration inputs are built from text only, while {type(model).__name__} reads "
-                               f"`{main}`: use magnitude importance with --structured ffn or heads")
+                               f"`{main}`: use --structured ffn or heads with magnitude importance")
 
 
 def _forward_all(bundle, ids: torch.Tensor, batch_size: int | None) -> None:
