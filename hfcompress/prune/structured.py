@@ -219,8 +219,27 @@ def _check_text_inputs(model: nn.Module, what: str, importance: str) -> None:
                                f"`{main}`: use --structured ffn or heads with magnitude importance")
 
 
+class _Done(Exception):
+    """Raised after the last block: the statistics are gathered, the head (logits) is not needed."""
+
+
 def _forward_all(bundle, ids: torch.Tensor, batch_size: int | None) -> None:
+    """Calibration forwards in chunks, each stopped after the model's last block (no logits: a
+    [chunk, seq, vocab] tensor would be the largest thing alive)."""
     model = bundle.model
+    last = find_block_stacks(model)[-1].blocks[-1]
+
+    def stop(module, args, out):
+        raise _Done
+
+    handle = last.register_forward_hook(stop)
+    try:
+        _forward_chunks(model, ids, batch_size)
+    finally:
+        handle.remove()
+
+
+def _forward_chunks(model: nn.Module, ids: torch.Tensor, batch_size: int | None) -> None:
     bs = batch_size or max(1, _CHUNK_TOKENS // max(1, ids.shape[1]))
     extra: dict[str, Any] = {}
     if hasattr(model.config, "use_cache"):
@@ -230,7 +249,10 @@ def _forward_all(bundle, ids: torch.Tensor, batch_size: int | None) -> None:
         kw = {"input_ids": x, "attention_mask": torch.ones_like(x), **extra}
         if getattr(model.config, "is_encoder_decoder", False):
             kw["decoder_input_ids"] = x
-        model(**kw)
+        try:
+            model(**kw)
+        except _Done:
+            pass
 
 
 @torch.no_grad()
