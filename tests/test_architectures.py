@@ -201,6 +201,19 @@ def test_student_of_encoder_decoder_stacks(tmp_path):
             assert torch.equal(s(**x).logits, re(**x).logits)
 
 
+def test_per_layer_config_fields_follow_the_kept_layers():
+    from transformers import Qwen2Config, Qwen3MoeConfig
+
+    from hfcompress.layouts.surgery import keep_layers_in_config
+
+    moe = Qwen3MoeConfig(num_hidden_layers=6, decoder_sparse_step=2, mlp_only_layers=[])  # MoE at 1, 3, 5
+    keep_layers_in_config(moe, "num_hidden_layers", [0, 3, 4], 6)
+    assert (moe.num_hidden_layers, moe.decoder_sparse_step, moe.mlp_only_layers) == (3, 1, [0, 2])
+    q2 = Qwen2Config(num_hidden_layers=6, use_sliding_window=True, max_window_layers=3)
+    keep_layers_in_config(q2, "num_hidden_layers", [1, 2, 5], 6)
+    assert q2.max_window_layers == 2 and len(q2.layer_types) == 3
+
+
 def test_layer_removal_keeps_per_layer_config_lists(matrix_dataset):
     from hfcompress.config import CalibrationConfig
     from hfcompress.loading import ModelBundle

@@ -4,6 +4,9 @@
 
     from hfcompress.testing.models import save_tiny
     folder = save_tiny("llama", tmp_path / "tiny-llama")   # config.json + model.safetensors (+ tokenizer)
+
+:data:`ARCHITECTURES` is the architecture matrix (issue 13): ``matrix_model("gemma3_text")`` and
+``matrix_inputs("gemma3_text")`` for the 20 tiny models of ``tests/test_architectures.py``.
 """
 
 from __future__ import annotations
