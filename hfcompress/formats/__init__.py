@@ -1,0 +1,90 @@
+"""Checkpoint formats an output folder can be written in, and which library loads each.
+
+==========================  ==============================  =====================================
+format                      written by                      loads with
+==========================  ==============================  =====================================
+``dense``                   plain ``save_pretrained``       transformers (any version), vLLM
+``compressed-tensors``      ``quantize rtn`` / ``gptq``     transformers + ``compressed-tensors``, vLLM
+``bitsandbytes``            ``quantize bnb-*`` / ``calibrated-nf4``  transformers + ``bitsandbytes``
+``hfcompress-sparse``       ``prune --format hfcompress-sparse``     ``import hfcompress`` (then transformers)
+``hfcompress-quanto``       ``quantize quanto-*`` / ``calibrated-int4`` ``import hfcompress`` (then transformers)
+==========================  ==============================  =====================================
+
+The two ``hfcompress-*`` formats cannot be read by plain transformers. They are written
+with :func:`guard_config` so that loading them without ``import hfcompress`` *raises*
+(instead of transformers' usual "Unknown quantization type ... skip" warning followed by a
+model with random weights). See docs/FORMATS.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: format name -> (library that loads it, pip package to install)
+LOADS_WITH: dict[str, tuple[str, str | None]] = {
+    "dense": ("transformers", None),
+    "compressed-tensors": ("compressed-tensors", "compressed-tensors"),
+    "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
+    "hfcompress-sparse": ("hfcompress", "hfcompress"),
+    "hfcompress-quanto": ("hfcompress", "hfcompress"),
+}
+
+#: quantization_config.quant_method -> format name
+QUANT_METHOD_FORMAT = {
+    "compressed-tensors": "compressed-tensors",
+    "bitsandbytes": "bitsandbytes",
+    "hfcompress-sparse": "hfcompress-sparse",
+    "hfcompress-quanto": "hfcompress-quanto",
+}
+
+#: Key in ``config.json`` that plain transformers validates when it builds the model.
+GUARD_KEY = "attn_implementation"
+#: Where the guarded folder keeps the original value of :data:`GUARD_KEY` (inside quantization_config).
+SAVED_KEY = "saved_attn_implementation"
+
+
+def guard_message(fmt: str) -> str:
+    return (f"this checkpoint is in the {fmt} format: run `pip install hfcompress` and `import hfcompress` "
+            "before from_pretrained")
+
+
+def guard_config(config: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """Make plain transformers refuse ``config`` (a config.json dict carrying our quantization_config).
+
+    transformers only *warns* about an unknown ``quant_method`` and then loads a model
+    whose compressed weights are missing (random). It does validate ``attn_implementation``
+    while building the model and raises ``ValueError`` quoting the value, so the value is a
+    one-line instruction. Our quantizers (registered by ``import hfcompress``) put the
+    saved value back (:func:`unguard`) before the model is built.
+    """
+    qc = config.setdefault("quantization_config", {})
+    original = config.get(GUARD_KEY)
+    if original is not None and original != guard_message(fmt):
+        qc[SAVED_KEY] = original
+    config[GUARD_KEY] = guard_message(fmt)
+    return config
+
+
+def unguard(config: Any, quantization_config: Any) -> Any:
+    """``HfQuantizer.update_attn_implementation``: restore the attention implementation a guard replaced."""
+    current = getattr(config, "_attn_implementation", None)
+    if isinstance(current, str) and current.startswith("this checkpoint is in the "):
+        config._attn_implementation = getattr(quantization_config, SAVED_KEY, None)
+    return config
+
+
+def format_info(name: str) -> dict[str, Any]:
+    """``{"name", "loads_with", "pip"}`` for the report / card (``hfcompress.json`` ``format``)."""
+    library, package = LOADS_WITH[name]
+    return {"name": name, "loads_with": library, "pip": package}
+
+
+def format_of_config(config: dict[str, Any]) -> str:
+    """The format name of a folder from its config.json dict."""
+    qc = config.get("quantization_config")
+    if not isinstance(qc, dict):
+        return "dense"
+    method = qc.get("quant_method")
+    if qc.get("load_in_4bit") or qc.get("load_in_8bit"):
+        return "bitsandbytes"
+    return QUANT_METHOD_FORMAT.get(str(method), str(method))
