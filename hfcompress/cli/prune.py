@@ -3,7 +3,7 @@
 ::
 
     hfcompress prune HuggingFaceTB/SmolLM2-135M-Instruct --method wanda --sparsity 0.5 -o out/wanda50
-    hfcompress prune MODEL --method sparsegpt --pattern 2:4 --sparse-format -o out/sgpt24
+    hfcompress prune MODEL --method sparsegpt --pattern 2:4 --format hfcompress-sparse -o out/sgpt24
     hfcompress prune MODEL --method magnitude --structured ffn --sparsity 0.3 -o out/ffn30
 """
 
@@ -33,7 +33,11 @@ def _run(args: argparse.Namespace) -> int:
     from ..registry import get_method
 
     method = get_method("prune", args.method)
-    params: dict = {"method": args.method, "sparse_format": args.sparse_format}
+    params: dict = {"method": args.method}
+    if args.format is not None:
+        params["format"] = args.format
+    if args.sparse_format:  # deprecated alias of --format hfcompress-sparse
+        params["sparse_format"] = True
     if args.sparsity is not None:
         params["sparsity"] = args.sparsity
     elif args.pattern is None and args.threshold is None:
@@ -104,8 +108,11 @@ def register(sub) -> None:
                         "faster on CPUs with AVX512-BF16/AMX; default: the model's dtype)")
     g.add_argument("--low-memory", action="store_true",
                    help="wanda / sparsegpt: two passes per block, only one chunk's activations alive (slower)")
+    g.add_argument("--format", choices=["dense", "compressed-tensors", "hfcompress-sparse"], default=None,
+                   help="output format: dense (default; loads everywhere) or hfcompress-sparse (bitmask + coded "
+                        "values, ~0.56x of fp16 at 50%%; reload needs `import hfcompress`). See docs/FORMATS.md")
     g.add_argument("--sparse-format", action="store_true",
-                   help="save in the compressed bitmask format (smaller file; reload needs `import hfcompress`)")
+                   help="deprecated alias of --format hfcompress-sparse")
     add_calibration_args(p)
     add_output_args(p)
     p.set_defaults(func=_run)

@@ -37,6 +37,12 @@ QUANT_METHOD_FORMAT = {
     "hfcompress-quanto": "hfcompress-quanto",
 }
 
+#: Why ``prune --format compressed-tensors`` (sparsity alone) is refused.
+SPARSE_CT_REMOVED = (
+    "compressed-tensors has no sparse-only format any more (sparse-bitmask / sparse-24-bitmask were removed in "
+    "0.15, and from transformers and vLLM): keep format dense (loads everywhere), use hfcompress-sparse for a "
+    "smaller file, or add a quantize stage (rtn / gptq) to write compressed-tensors pack-quantized")
+
 #: Key in ``config.json`` that plain transformers validates when it builds the model.
 GUARD_KEY = "attn_implementation"
 #: Where the guarded folder keeps the original value of :data:`GUARD_KEY` (inside quantization_config).
