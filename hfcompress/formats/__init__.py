@@ -94,3 +94,56 @@ def format_of_config(config: dict[str, Any]) -> str:
     if qc.get("load_in_4bit") or qc.get("load_in_8bit"):
         return "bitsandbytes"
     return QUANT_METHOD_FORMAT.get(str(method), str(method))
+
+
+def folder_format(folder: Any) -> dict[str, Any]:
+    """:func:`format_info` of a saved model folder (read from its config.json)."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "config.json"
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    name = format_of_config(cfg)
+    return format_info(name) if name in LOADS_WITH else {"name": name, "loads_with": name, "pip": None}
+
+
+#: format name -> module whose presence means the loading library is installed
+_MODULES = {"compressed-tensors": "compressed_tensors", "bitsandbytes": "bitsandbytes",
+            "hfcompress-quanto": "optimum.quanto"}
+
+
+def missing_library(config: dict[str, Any]) -> str | None:
+    """A one-line error if the library that loads a folder with this config.json is not installed, else None."""
+    import importlib.util
+
+    name = format_of_config(config)
+    module = _MODULES.get(name)
+    if module is None:
+        return None
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if found:
+        return None
+    package = "optimum-quanto" if name == "hfcompress-quanto" else LOADS_WITH[name][1]
+    return f"this model is in the {name} format, which needs the {package} package: pip install {package}"
+
+
+def check_loadable_before_pull(fetch_config: Any) -> None:
+    """Raise :class:`~hfcompress.errors.UnsupportedError` if the repo's format cannot be loaded here.
+
+    ``fetch_config()`` returns the local path of the repo's config.json (or raises when it has none).
+    """
+    import json
+    from pathlib import Path
+
+    from ..errors import UnsupportedError
+
+    try:
+        config = json.loads(Path(fetch_config()).read_text())
+    except Exception:  # noqa: BLE001 - no config.json (or unreadable): nothing to check before the download
+        return
+    problem = missing_library(config) if isinstance(config, dict) else None
+    if problem:
+        raise UnsupportedError(problem + " (then pull again)")
