@@ -9,6 +9,8 @@ SmolLM2-135M-Instruct and all-MiniLM-L6-v2 (see hfcompress/assets.py):
 * quality — int4, group 128, symmetric, compressed-tensors pack-quantized, our GPTQ vs RTN:
   SmolLM2 perplexity on the first 16,384 WikiText-2 test tokens (512-token windows), MiniLM
   mean-pooled embedding cosine to fp32 on 256 movie-review sentences; plus 2:4 + int4;
+* embeddings — ``quantize_embeddings`` (the embeddings and tied / untied head on the same grid):
+  whole-model size and the quality cost, int8 and int4;
 * reload — every compressed-tensors folder is loaded in a fresh interpreter with plain
   transformers (no ``import hfcompress``) and its logits / hidden states compared with the
   in-memory model's; with ``--hub`` also after a push / pull through a local Hub server.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -144,7 +147,7 @@ def main() -> int:
         want = outputs(res.bundle.model)
         row["reload_plain_transformers"] = plain_reload(res.output, cls, want)
         if hub is not None:
-            repo = f"{hub.user}/bench-{name}"
+            repo = f"{hub.user}/bench-{re.sub(r'[^A-Za-z0-9._-]', '-', name)}"
             env = dict(hub.env)
             subprocess.run([sys.executable, "-c", f"import hfcompress; hfcompress.push({str(res.output)!r}, {repo!r})"],
                            env=env, check=True, capture_output=True, timeout=900)
@@ -158,6 +161,7 @@ def main() -> int:
         dense = hfcompress.load(src)
         ids = tokenize_corpus(dense.tokenizer, texts, max_tokens=16384)
         names = list(select_linears(dense.model, [])[0])
+        fp32_disk = sum(p.numel() * 4 for p in dense.model.parameters())  # tied embedding once
         out["dense_fp32"] = {"perplexity": round(perplexity_of_ids(dense.model, ids, seq_len=512)["perplexity"], 3)}
         del dense
         for label, cfg in {"wanda-50": WandaConfig(sparsity=0.5, calibration=calib(512)),
@@ -167,18 +171,23 @@ def main() -> int:
             row["seconds"] = secs
             out[label] = row
             print(label, row, flush=True)
-        for label, stages in {"rtn-int4-g128": [RTNConfig(bits=4, group_size=128)],
-                              "gptq-int4-g128": [GPTQConfig(bits=4, group_size=128, calibration=calib(512))],
-                              "sparsegpt-2:4+gptq-int4-g128": [SparseGPTConfig(pattern="2:4", calibration=calib(512)),
-                                                               GPTQConfig(bits=4, group_size=128,
-                                                                          calibration=calib(512))]}.items():
-            res, secs = run(src, stages, label)
+        for label, (start, stages) in {
+                "rtn-int4-g128": (src, [RTNConfig(bits=4, group_size=128)]),
+                "gptq-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
+                "sparsegpt-2:4+gptq-int4-g128": (work / "sparsegpt-2:4",
+                                                 [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
+                "rtn-int4-g128+embeddings": (src, [RTNConfig(bits=4, group_size=128, quantize_embeddings=True)]),
+                "rtn-int8-g128": (src, [RTNConfig(bits=8, group_size=128)]),
+                "rtn-int8-g128+embeddings": (src, [RTNConfig(bits=8, group_size=128, quantize_embeddings=True)]),
+        }.items():
+            res, secs = run(start, stages, label)
             s = res.report["stages"][-1]["summary"]
             row = {"seconds": secs, "perplexity": round(perplexity_of_ids(res.bundle.model, ids, seq_len=512)
                                                         ["perplexity"], 3),
                    "quantized_linear_bytes": s["quantized_linear_bytes"],
                    "quantized_linear_vs_fp32": s["quantized_linear_ratio_vs_fp32"],
-                   "disk_bytes": s["disk_bytes"], "modules_per_group_size": s["modules_per_group_size"]}
+                   "disk_bytes": s["disk_bytes"], "disk_vs_fp32": round(s["disk_bytes"] / fp32_disk, 4),
+                   "modules_per_group_size": s["modules_per_group_size"]}
             if "sparsity_after_dequantization" in s:
                 row["sparsity_after_int4"] = s["sparsity_after_dequantization"]
             check_reload(res, label, "AutoModelForCausalLM", row)
@@ -196,18 +205,24 @@ def main() -> int:
                                column="sentence")[:256]
         dense = hfcompress.load(src, task="feature-extraction")
         ref = embed(dense.model, dense.tokenizer, sentences)
+        fp32_disk = sum(p.numel() * 4 for p in dense.model.parameters())
         tok = dense.tokenizer
         del dense
         for label, stages in {"rtn-int4-g128": [RTNConfig(bits=4, group_size=128)],
                               "gptq-int4-g128": [GPTQConfig(bits=4, group_size=128, calibration=calib(128))],
                               "sparsegpt-2:4+gptq-int4-g128": [SparseGPTConfig(pattern="2:4", calibration=calib(128)),
                                                                GPTQConfig(bits=4, group_size=128,
-                                                                          calibration=calib(128))]}.items():
+                                                                          calibration=calib(128))],
+                              "rtn-int8-g128+embeddings": [RTNConfig(bits=8, group_size=128,
+                                                                     quantize_embeddings=True)],
+                              "rtn-int4-g128+embeddings": [RTNConfig(bits=4, group_size=128,
+                                                                     quantize_embeddings=True)]}.items():
             res, secs = run(src, stages, f"minilm-{label}")
             s = res.report["stages"][-1]["summary"]
             cos = (embed(res.bundle.model, tok, sentences) * ref).sum(-1)
             row = {"seconds": secs, "cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5),
-                   "quantized_linear_vs_fp32": s["quantized_linear_ratio_vs_fp32"]}
+                   "quantized_linear_vs_fp32": s["quantized_linear_ratio_vs_fp32"],
+                   "disk_vs_fp32": round(s["disk_bytes"] / fp32_disk, 4)}
             check_reload(res, f"minilm-{label}", "AutoModel", row)
             out[label] = row
             print("minilm", label, row, flush=True)
@@ -253,26 +268,34 @@ def render(r: dict) -> str:
                   "## SmolLM2-135M-Instruct: int4 group 128 symmetric, compressed-tensors pack-quantized", "",
                   f"Dense fp32 perplexity: {s['dense_fp32']['perplexity']:.3f} (first 16,384 WikiText-2 test tokens, "
                   "512-token windows).", "",
-                  "| method | perplexity | quantized Linear × fp32 | group sizes | reload (plain transformers) | s |",
-                  "|---|---|---|---|---|---|"]
-        for k in ("rtn-int4-g128", "gptq-int4-g128", "sparsegpt-2:4+gptq-int4-g128"):
+                  "| method | perplexity | quantized Linear × fp32 | whole model on disk × fp32 | group sizes "
+                  "| reload (plain transformers) | s |",
+                  "|---|---|---|---|---|---|---|"]
+        for k in ("rtn-int4-g128", "gptq-int4-g128", "sparsegpt-2:4+gptq-int4-g128", "rtn-int4-g128+embeddings",
+                  "rtn-int8-g128", "rtn-int8-g128+embeddings"):
             if k in s:
                 x = s[k]
                 lines.append(f"| {k} | {x['perplexity']:.3f} | {x['quantized_linear_vs_fp32']:.4f} | "
-                             f"{x['modules_per_group_size']} | {_reload(x)} | {x['seconds']} |")
+                             f"{x['disk_vs_fp32']:.4f} | {x['modules_per_group_size']} | {_reload(x)} | "
+                             f"{x['seconds']} |")
         lines += ["", f"GPTQ closes {s.get('gptq_gap_closed', 0):.0%} of round-to-nearest's perplexity gap to fp32. "
                   "SmolLM2's 576-wide inputs are not divisible by 128: those Linears use groups of 64 "
-                  "(compressed-tensors needs whole groups). Its weights were dequantized from Q4_1 (groups of 32).", ""]
+                  "(compressed-tensors needs whole groups); with `+embeddings` every module uses 64 (one scheme: those "
+                  "checkpoints are dequantized at load). Its weights were dequantized from Q4_1 (groups of 32). "
+                  "`+embeddings`: the tied input embedding / output head (28 M of 135 M parameters) is quantized too.", ""]
     m = r.get("minilm") or {}
     if m:
         lines += ["## all-MiniLM-L6-v2: int4 group 128 symmetric (embedding cosine to fp32, 256 sentences)", "",
-                  "| method | cosine mean | cosine min | quantized Linear × fp32 | reload (plain transformers) | s |",
-                  "|---|---|---|---|---|---|"]
-        for k in ("rtn-int4-g128", "gptq-int4-g128", "sparsegpt-2:4+gptq-int4-g128"):
+                  "| method | cosine mean | cosine min | quantized Linear × fp32 | whole model on disk × fp32 "
+                  "| reload (plain transformers) | s |",
+                  "|---|---|---|---|---|---|---|"]
+        for k in ("rtn-int4-g128", "gptq-int4-g128", "sparsegpt-2:4+gptq-int4-g128", "rtn-int8-g128+embeddings",
+                  "rtn-int4-g128+embeddings"):
             if k in m:
                 x = m[k]
                 lines.append(f"| {k} | {x['cosine_mean']:.5f} | {x['cosine_min']:.5f} | "
-                             f"{x['quantized_linear_vs_fp32']:.4f} | {_reload(x)} | {x['seconds']} |")
+                             f"{x['quantized_linear_vs_fp32']:.4f} | {x['disk_vs_fp32']:.4f} | {_reload(x)} | "
+                             f"{x['seconds']} |")
         lines += ["", f"GPTQ closes {m.get('gptq_gap_closed', 0):.0%} of round-to-nearest's (1 - cosine) gap.", ""]
     return "\n".join(lines) + "\n"
 

@@ -83,6 +83,8 @@ def ct_outputs(tiny_models, calib, tmp_path_factory) -> dict[str, tuple[Path, st
         "24-gptq-int4": ("llama", [MagnitudeConfig(pattern="2:4"), GPTQConfig(group_size=32, calibration=calib)]),
         "bert-gptq-int4": ("bert-encoder", [GPTQConfig(group_size=32, calibration=calib)]),
         "bert-g128-fallback": ("bert-encoder", [RTNConfig(group_size=128)]),
+        "bert-asym-g128-uniform": ("bert-encoder", [RTNConfig(group_size=128, symmetric=False)]),
+        "rtn-int4-embeddings": ("llama", [RTNConfig(group_size=32, quantize_embeddings=True)]),
     }
     out = {}
     for name, (family, stages) in cases.items():
@@ -140,6 +142,22 @@ def test_group_fallback_is_a_second_config_group(ct_outputs):
     sizes = sorted(g["weights"]["group_size"] for g in qc["config_groups"].values())
     assert sizes == [64, 128]  # 64-wide inputs fall back to groups of 64; 128-wide keep 128
     assert "group_fallback" in summary
+
+
+@pytest.mark.parametrize("symmetric,act_order", [(True, False), (False, True)])
+def test_one_scheme_when_dequantized_at_load(ct_outputs):
+    """Asymmetric / embedding checkpoints load through transformers' dequantize path, which reads one scheme."""
+    for name in ("bert-asym-g128-uniform", "rtn-int4-embeddings"):
+        qc = json.loads((ct_outputs[name][0] / "config.json").read_text())["quantization_config"]
+        assert qc["dequantize"] is True and len(qc["config_groups"]) == 1, name
+    folder, _, _, summary = ct_outputs["rtn-int4-embeddings"]
+    assert summary["quantized_embeddings"]["modules"] == ["lm_head", "model.embed_tokens"]
+    qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert {"model.embed_tokens", "lm_head"} <= set(qc["config_groups"]["group_0"]["targets"])
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert "model.embed_tokens.weight_packed" in f.keys() and "lm_head.weight" not in f.keys()
 
 
 @pytest.mark.parametrize("symmetric,act_order", [(True, False), (False, True)])

@@ -18,9 +18,11 @@ Limits of compressed-tensors 0.20 that shape the output:
 
 * groups must divide ``in_features``: a Linear whose width the requested group size does
   not divide gets the largest of 64 / 32 that does (a second config group, in the summary);
-* asymmetric group / channel checkpoints load in transformers only when dequantized at load
-  time (its meta-device path does not pack zero points): those folders carry
-  ``"dequantize": true`` in their ``quantization_config`` (transformers' own loading option);
+* asymmetric checkpoints, and those with quantized embeddings, load in transformers only when
+  dequantized at load time (its meta-device path does not pack zero points, and leaves a
+  quantized Embedding without a weight): those folders carry ``"dequantize": true`` in their
+  ``quantization_config`` (transformers' own loading option). That path reads a single scheme
+  for all modules, so they get one group size and one bit width throughout;
 * sparsity is no longer a compressed-tensors format (``sparse-bitmask`` /
   ``sparse-24-bitmask`` were removed in 0.15, and from transformers and vLLM): a 2:4 model
   quantized here keeps its zeros exactly (zero is on every grid) but is stored packed.
@@ -53,19 +55,31 @@ def weight_args(bits: int, group_size: int | None, symmetric: bool) -> Any:
     return QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric, strategy="channel")
 
 
-def group_plan(linears: dict[str, Any], group_size: int | None) -> dict[str, int | None]:
-    """name -> group size used for that Linear (the requested one, or a fallback that divides in_features)."""
+def group_plan(modules: dict[str, Any], group_size: int | None, *, uniform: bool = False) -> dict[str, int | None]:
+    """name -> group size used for that module (the requested one, or a fallback that divides its width).
+
+    ``uniform``: one group size for every module (the largest candidate dividing all widths) —
+    needed when the checkpoint is dequantized at load time, where transformers reads a single scheme.
+    """
+    if group_size is None or group_size <= 0:
+        return dict.fromkeys(modules)
+    candidates = (group_size, *[x for x in FALLBACK_GROUPS if x < group_size])
+    widths = {name: m.weight.shape[1] for name, m in modules.items()}
+    if uniform:
+        for g in candidates:
+            if all(w % g == 0 for w in widths.values()):
+                return dict.fromkeys(modules, g)
+        bad = sorted({w for w in widths.values() if w % candidates[-1]})
+        raise UsageError(f"group size {group_size} (nor 64 / 32) does not divide in_features {bad}: "
+                         "pass --group-size -1 (per channel) or skip those modules")
     plan: dict[str, int | None] = {}
-    for name, m in linears.items():
-        if group_size is None or group_size <= 0:
-            plan[name] = None
-            continue
-        for g in (group_size, *[x for x in FALLBACK_GROUPS if x < group_size]):
-            if m.in_features % g == 0:
+    for name, width in widths.items():
+        for g in candidates:
+            if width % g == 0:
                 plan[name] = g
                 break
         else:
-            raise UsageError(f"group size {group_size} does not divide in_features {m.in_features} of {name} "
+            raise UsageError(f"group size {group_size} does not divide in_features {width} of {name} "
                              "(nor do 64 / 32): pass --group-size -1 (per channel) or skip that module")
     return plan
 
@@ -166,13 +180,15 @@ def build_quantization_config(spec: dict[str, Any]) -> Any:
     from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme
 
     plan: dict[str, int | None] = spec["plan"]
-    sizes = sorted({g for g in plan.values()}, key=lambda g: -(g or 0))
+    bits_of: dict[str, int] = spec["bits_of"]
+    keys = sorted({(bits_of[n], g) for n, g in plan.items()}, key=lambda k: (-k[0], -(k[1] or 0)))
+    single = len(keys) == 1 and not spec.get("embeddings")
     groups = {}
-    for i, g in enumerate(sizes):
-        names = [n for n, x in plan.items() if x == g]
-        targets = ["Linear"] if len(sizes) == 1 else _targets(names, spec["all_linears"])
+    for i, (bits, g) in enumerate(keys):
+        names = [n for n, x in plan.items() if x == g and bits_of[n] == bits]
+        targets = ["Linear"] if single else _targets(names, spec["all_linears"])
         groups[f"group_{i}"] = QuantizationScheme(targets=targets, format=FORMAT,
-                                                  weights=weight_args(spec["bits"], g, spec["symmetric"]))
+                                                  weights=weight_args(bits, g, spec["symmetric"]))
     return QuantizationConfig(config_groups=groups, ignore=sorted(spec["ignore"]), format=FORMAT,
                               quantization_status="compressed")
 
@@ -184,16 +200,16 @@ def compressed_state_dict(model: Any, spec: dict[str, Any]) -> dict[str, torch.T
 
     compressor = BaseCompressor.get_value_from_registry(FORMAT)
     params: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = spec["params"]
+    packed_ptrs = {model.get_submodule(n).weight.data_ptr() for n in params}
     sd: dict[str, torch.Tensor] = {}
     for key, t in model.state_dict().items():
-        module, _, leaf = key.rpartition(".")
-        if module in params and leaf == "weight":
-            continue
+        if t.data_ptr() in packed_ptrs and key.endswith("weight"):
+            continue  # a packed weight, or a tied alias of one (e.g. lm_head = embed_tokens)
         sd[key] = t
     for name, (scale, zp) in params.items():
         weight = model.get_submodule(name).weight.detach()
         scheme = QuantizationScheme(targets=[name], format=FORMAT,
-                                    weights=weight_args(spec["bits"], spec["plan"][name], spec["symmetric"]))
+                                    weights=weight_args(spec["bits_of"][name], spec["plan"][name], spec["symmetric"]))
         local = {"weight": weight, "weight_scale": scale.to(weight.dtype)}
         if zp is not None:
             local["weight_zero_point"] = zp
@@ -212,24 +228,27 @@ def save_pack_quantized(bundle: Any, folder: Path) -> None:
     sd = compressed_state_dict(model, spec)
     model.save_pretrained(folder, state_dict=sd)
     ModelCompressor(quantization_config=qconfig).update_config(str(folder))
-    if not spec["symmetric"]:
-        # compressed-tensors 0.20's meta-device load path does not pack zero points:
-        # transformers' own `dequantize` option routes loading through the compressor's decompress.
+    if not spec["symmetric"] or spec.get("embeddings"):
+        # compressed-tensors 0.20's meta-device load path does not pack zero points, and leaves a quantized
+        # Embedding without a weight: transformers' own `dequantize` option routes loading through the
+        # compressor's decompress instead.
         path = Path(folder) / "config.json"
         cfg = json.loads(path.read_text())
         cfg["quantization_config"]["dequantize"] = True
         path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def attach(bundle: Any, *, bits: int, symmetric: bool, plan: dict[str, int | None],
-           params: dict[str, tuple[torch.Tensor, torch.Tensor | None]], kept: list[str]) -> None:
+def attach(bundle: Any, *, bits_of: dict[str, int], symmetric: bool, plan: dict[str, int | None],
+           params: dict[str, tuple[torch.Tensor, torch.Tensor | None]], kept: list[str],
+           embeddings: list[str] | None = None) -> None:
     """Record what the saver needs and install it (the in-memory model holds the dequantized weights)."""
     import torch.nn as nn
 
     all_linears = [n for n, m in bundle.model.named_modules() if isinstance(m, nn.Linear)]
     bundle.meta["compressed_tensors"] = {
-        "bits": bits, "symmetric": symmetric, "plan": dict(plan), "params": params,
+        "bits_of": dict(bits_of), "symmetric": symmetric, "plan": dict(plan), "params": params,
         "ignore": sorted(set(all_linears) - set(params)), "all_linears": all_linears, "kept": sorted(kept),
+        "embeddings": sorted(embeddings or []),
     }
     bundle.meta["format"] = "compressed-tensors"
     bundle.saver = save_pack_quantized

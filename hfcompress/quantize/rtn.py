@@ -27,6 +27,12 @@ class IntWeightConfig(QuantizeConfig):
     group_size: int = Field(128, ge=-1, le=65536,
                             description="inputs per scale group; -1 or 0: one scale per output channel")
     symmetric: bool = Field(True, description="symmetric grid (scale only); false adds a zero point per group")
+    quantize_embeddings: bool = Field(False, description="also quantize the input embeddings and an untied output "
+                                                         "head (round-to-nearest, same bits and groups)")
+
+    def uniform_scheme(self) -> bool:
+        """One group size for all modules: the checkpoint is dequantized at load (asymmetric / embeddings)."""
+        return not self.symmetric or self.quantize_embeddings
 
     def group(self) -> int | None:
         return self.group_size if self.group_size > 0 else None
@@ -43,8 +49,37 @@ def prepare(bundle: Any, config: IntWeightConfig) -> tuple[dict[str, Any], list[
     model = bundle.model
     check_not_quantized(model)
     chosen, kept = select_linears(model, config.skip_modules)
-    plan = ct.group_plan(chosen, config.group())
+    extra = embedding_modules(model, kept) if config.quantize_embeddings else {}
+    plan = ct.group_plan({**chosen, **extra}, config.group(), uniform=config.uniform_scheme())
     return chosen, kept, plan, input_sparsity(model, list(chosen))
+
+
+def embedding_modules(model: Any, kept: list[str]) -> dict[str, Any]:
+    """The input embeddings and an untied output head (name -> module), for ``quantize_embeddings``."""
+    out: dict[str, Any] = {}
+    names = {id(m): n for n, m in model.named_modules()}
+    emb = model.get_input_embeddings()
+    if isinstance(emb, torch.nn.Embedding):
+        out[names[id(emb)]] = emb
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, torch.nn.Linear) and id(head) in names and (
+            emb is None or head.weight.data_ptr() != emb.weight.data_ptr()):
+        out[names[id(head)]] = head
+    return out
+
+
+@torch.no_grad()
+def quantize_embeddings(bundle: Any, config: IntWeightConfig, kept: list[str], plan: dict[str, int | None],
+                        grids: dict[str, Any]) -> dict[str, Any]:
+    """Round the embeddings / untied head onto the Linears' grid (``plan`` already holds their groups)."""
+    modules = embedding_modules(bundle.model, kept)
+    for name, module in modules.items():
+        Q, grids[name] = ct.rtn_quantize(module.weight.data, ct.weight_args(config.bits, plan[name],
+                                                                            config.symmetric))
+        module.weight.data = Q
+        if name in kept:
+            kept.remove(name)
+    return modules
 
 
 def finish(bundle: Any, ctx: Any, config: IntWeightConfig, chosen: dict[str, Any], kept: list[str],
@@ -52,9 +87,14 @@ def finish(bundle: Any, ctx: Any, config: IntWeightConfig, chosen: dict[str, Any
     """Install the compressed-tensors saver and build the stage summary (sizes from a scratch save)."""
     from .bnb import measure
 
-    params = {name: grids[name].params() for name in chosen}
-    ct.attach(bundle, bits=config.bits, symmetric=config.symmetric, plan=plan, params=params, kept=kept)
-    summary = ct.scheme_summary(config.bits, config.symmetric, plan, config.group())
+    embeddings = quantize_embeddings(bundle, config, kept, plan, grids) if config.quantize_embeddings else {}
+    params = {name: grids[name].params() for name in [*chosen, *embeddings]}
+    bits_of = dict.fromkeys([*chosen, *embeddings], config.bits)
+    ct.attach(bundle, bits_of=bits_of, symmetric=config.symmetric, plan=plan, params=params, kept=kept,
+              embeddings=list(embeddings))
+    summary = ct.scheme_summary(config.bits, config.symmetric, {n: plan[n] for n in chosen}, config.group())
+    if embeddings:
+        summary["quantized_embeddings"] = {"modules": sorted(embeddings), "bits": config.bits}
     summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))
     summary["loads_with"] = "compressed-tensors"
     return summary
