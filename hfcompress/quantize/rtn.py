@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..formats import compressed_tensors as ct
 from ..registry import register
@@ -23,12 +23,20 @@ class IntWeightConfig(QuantizeConfig):
     """Options shared by the int weight-only methods that write compressed-tensors ``pack-quantized``."""
 
     kind: ClassVar[str] = "uniform"
-    bits: Literal[4, 8] = Field(4, description="weight bits (4 or 8)")  # type: ignore[assignment]
+    bits: int = Field(4, description="weight bits (4 or 8)")  # type: ignore[assignment]
     group_size: int = Field(128, ge=-1, le=65536,
                             description="inputs per scale group; -1 or 0: one scale per output channel")
     symmetric: bool = Field(True, description="symmetric grid (scale only); false adds a zero point per group")
     quantize_embeddings: bool = Field(False, description="also quantize the input embeddings and an untied output "
                                                          "head (round-to-nearest, same bits and groups)")
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        if v not in (4, 8):
+            raise ValueError(f"rtn / gptq store 4 or 8 bits (compressed-tensors pack-quantized), not {v}: "
+                             "pass --bits 4 or --bits 8")
+        return v
 
     def uniform_scheme(self) -> bool:
         """One group size for all modules: the checkpoint is dequantized at load (asymmetric / embeddings)."""
