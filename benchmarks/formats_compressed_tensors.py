@@ -110,7 +110,7 @@ def embed(model, tok, sentences, batch=64):
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--samples", type=int, default=32, help="GPTQ calibration windows")
+    p.add_argument("--samples", type=int, default=16, help="calibration windows (Wanda, SparseGPT, GPTQ)")
     p.add_argument("--hub", action="store_true", help="also push / pull each compressed-tensors folder via a local Hub")
     p.add_argument("--models", default="smollm2,minilm")
     args = p.parse_args()
@@ -135,13 +135,19 @@ def main() -> int:
 
         hub = start_hub_server(work / "hub-data")
 
-    def calib(seq_len: int) -> CalibrationConfig:
-        return CalibrationConfig(dataset=str(data / "fixtures/enwiki-sample"), samples=args.samples, seq_len=seq_len)
+    def calib(seq_len: int) -> CalibrationConfig:  # the same number of tokens for both models
+        return CalibrationConfig(dataset=str(data / "fixtures/enwiki-sample"), samples=args.samples * 512 // seq_len,
+                                 seq_len=seq_len)
 
     def run(src: Path, stages: list, name: str):
         t = time.time()
         res = hfcompress.compress(str(src), Recipe(stages=stages), output=work / name, progress=False)
         return res, round(time.time() - t, 1)
+
+    def save() -> None:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "formats.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / "formats.md").write_text(render(results))
 
     def check_reload(res, name: str, cls: str, row: dict) -> None:
         want = outputs(res.bundle.model)
@@ -153,50 +159,6 @@ def main() -> int:
                            env=env, check=True, capture_output=True, timeout=900)
             env["HF_HOME"] = str(work / f"fresh-{name}")
             row["reload_after_hub_pull"] = plain_reload(repo, cls, want, env=env)
-
-    if "smollm2" in args.models:
-        src = ensure_asset(SMOLLM2)
-        out = results["smollm2"]
-        texts = load_texts(str(data / "Salesforce/wikitext"), "wikitext-2-raw-v1", split="test")
-        dense = hfcompress.load(src)
-        ids = tokenize_corpus(dense.tokenizer, texts, max_tokens=16384)
-        names = list(select_linears(dense.model, [])[0])
-        fp32_disk = sum(p.numel() * 4 for p in dense.model.parameters())  # tied embedding once
-        out["dense_fp32"] = {"perplexity": round(perplexity_of_ids(dense.model, ids, seq_len=512)["perplexity"], 3)}
-        del dense
-        for label, cfg in {"wanda-50": WandaConfig(sparsity=0.5, calibration=calib(512)),
-                           "sparsegpt-2:4": SparseGPTConfig(pattern="2:4", calibration=calib(512))}.items():
-            res, secs = run(src, [cfg], label)
-            row = sparse_sizes(res.bundle, names)
-            row["seconds"] = secs
-            out[label] = row
-            print(label, row, flush=True)
-        for label, (start, stages) in {
-                "rtn-int4-g128": (src, [RTNConfig(bits=4, group_size=128)]),
-                "gptq-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
-                "sparsegpt-2:4+gptq-int4-g128": (work / "sparsegpt-2:4",
-                                                 [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
-                "rtn-int4-g128+embeddings": (src, [RTNConfig(bits=4, group_size=128, quantize_embeddings=True)]),
-                "rtn-int8-g128": (src, [RTNConfig(bits=8, group_size=128)]),
-                "rtn-int8-g128+embeddings": (src, [RTNConfig(bits=8, group_size=128, quantize_embeddings=True)]),
-        }.items():
-            res, secs = run(start, stages, label)
-            s = res.report["stages"][-1]["summary"]
-            row = {"seconds": secs, "perplexity": round(perplexity_of_ids(res.bundle.model, ids, seq_len=512)
-                                                        ["perplexity"], 3),
-                   "quantized_linear_bytes": s["quantized_linear_bytes"],
-                   "quantized_linear_vs_fp32": s["quantized_linear_ratio_vs_fp32"],
-                   "disk_bytes": s["disk_bytes"], "disk_vs_fp32": round(s["disk_bytes"] / fp32_disk, 4),
-                   "modules_per_group_size": s["modules_per_group_size"]}
-            if "sparsity_after_dequantization" in s:
-                row["sparsity_after_int4"] = s["sparsity_after_dequantization"]
-            check_reload(res, label, "AutoModelForCausalLM", row)
-            out[label] = row
-            print(label, row, flush=True)
-            del res
-        rtn, gptq, fp = out["rtn-int4-g128"]["perplexity"], out["gptq-int4-g128"]["perplexity"], \
-            out["dense_fp32"]["perplexity"]
-        out["gptq_gap_closed"] = round((rtn - gptq) / (rtn - fp), 3) if rtn > fp else None
 
     if "minilm" in args.models:
         src = ensure_asset(MINILM)
@@ -226,9 +188,60 @@ def main() -> int:
             check_reload(res, f"minilm-{label}", "AutoModel", row)
             out[label] = row
             print("minilm", label, row, flush=True)
+            save()
             del res
         r, g = 1 - out["rtn-int4-g128"]["cosine_mean"], 1 - out["gptq-int4-g128"]["cosine_mean"]
         out["gptq_gap_closed"] = round((r - g) / r, 3) if r > 0 else None
+        save()
+
+    if "smollm2" in args.models:
+        src = ensure_asset(SMOLLM2)
+        out = results["smollm2"]
+        texts = load_texts(str(data / "Salesforce/wikitext"), "wikitext-2-raw-v1", split="test")
+        dense = hfcompress.load(src)
+        ids = tokenize_corpus(dense.tokenizer, texts, max_tokens=16384)
+        names = list(select_linears(dense.model, [])[0])
+        fp32_disk = sum(p.numel() * 4 for p in dense.model.parameters())  # tied embedding once
+        out["dense_fp32"] = {"perplexity": round(perplexity_of_ids(dense.model, ids, seq_len=512)["perplexity"], 3)}
+        print("dense", out["dense_fp32"], flush=True)
+        del dense
+        save()
+        for label, cfg in {"wanda-50": WandaConfig(sparsity=0.5, calibration=calib(512)),
+                           "sparsegpt-2:4": SparseGPTConfig(pattern="2:4", calibration=calib(512))}.items():
+            res, secs = run(src, [cfg], label)
+            row = sparse_sizes(res.bundle, names)
+            row["seconds"] = secs
+            out[label] = row
+            print(label, row, flush=True)
+            save()
+            save()
+        for label, (start, stages) in {
+                "rtn-int4-g128": (src, [RTNConfig(bits=4, group_size=128)]),
+                "gptq-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
+                "sparsegpt-2:4+gptq-int4-g128": (work / "sparsegpt-2:4",
+                                                 [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
+                "rtn-int4-g128+embeddings": (src, [RTNConfig(bits=4, group_size=128, quantize_embeddings=True)]),
+                "rtn-int8-g128+embeddings": (src, [RTNConfig(bits=8, group_size=128, quantize_embeddings=True)]),
+        }.items():
+            res, secs = run(start, stages, label)
+            s = res.report["stages"][-1]["summary"]
+            row = {"seconds": secs, "perplexity": round(perplexity_of_ids(res.bundle.model, ids, seq_len=512)
+                                                        ["perplexity"], 3),
+                   "quantized_linear_bytes": s["quantized_linear_bytes"],
+                   "quantized_linear_vs_fp32": s["quantized_linear_ratio_vs_fp32"],
+                   "disk_bytes": s["disk_bytes"], "disk_vs_fp32": round(s["disk_bytes"] / fp32_disk, 4),
+                   "modules_per_group_size": s["modules_per_group_size"]}
+            if "sparsity_after_dequantization" in s:
+                row["sparsity_after_int4"] = s["sparsity_after_dequantization"]
+            check_reload(res, label, "AutoModelForCausalLM", row)
+            out[label] = row
+            print(label, row, flush=True)
+            save()
+            del res
+            if label == "gptq-int4-g128":
+                rtn, gptq, fp = out["rtn-int4-g128"]["perplexity"], row["perplexity"], out["dense_fp32"]["perplexity"]
+                out["gptq_gap_closed"] = round((rtn - gptq) / (rtn - fp), 3) if rtn > fp else None
+                save()
 
     if hub is not None:
         hub.stop()
@@ -278,7 +291,7 @@ def render(r: dict) -> str:
                 lines.append(f"| {k} | {x['perplexity']:.3f} | {x['quantized_linear_vs_fp32']:.4f} | "
                              f"{x['disk_vs_fp32']:.4f} | {x['modules_per_group_size']} | {_reload(x)} | "
                              f"{x['seconds']} |")
-        lines += ["", f"GPTQ closes {s.get('gptq_gap_closed', 0):.0%} of round-to-nearest's perplexity gap to fp32. "
+        lines += ["", f"GPTQ closes {s.get('gptq_gap_closed') or 0:.0%} of round-to-nearest's perplexity gap to fp32. "
                   "SmolLM2's 576-wide inputs are not divisible by 128: those Linears use groups of 64 "
                   "(compressed-tensors needs whole groups); with `+embeddings` every module uses 64 (one scheme: those "
                   "checkpoints are dequantized at load). Its weights were dequantized from Q4_1 (groups of 32). "
@@ -296,7 +309,7 @@ def render(r: dict) -> str:
                 lines.append(f"| {k} | {x['cosine_mean']:.5f} | {x['cosine_min']:.5f} | "
                              f"{x['quantized_linear_vs_fp32']:.4f} | {x['disk_vs_fp32']:.4f} | {_reload(x)} | "
                              f"{x['seconds']} |")
-        lines += ["", f"GPTQ closes {m.get('gptq_gap_closed', 0):.0%} of round-to-nearest's (1 - cosine) gap.", ""]
+        lines += ["", f"GPTQ closes {m.get('gptq_gap_closed') or 0:.0%} of round-to-nearest's (1 - cosine) gap.", ""]
     return "\n".join(lines) + "\n"
 
 
