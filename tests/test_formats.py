@@ -144,7 +144,6 @@ def test_group_fallback_is_a_second_config_group(ct_outputs):
     assert "group_fallback" in summary
 
 
-@pytest.mark.parametrize("symmetric,act_order", [(True, False), (False, True)])
 def test_one_scheme_when_dequantized_at_load(ct_outputs):
     """Asymmetric / embedding checkpoints load through transformers' dequantize path, which reads one scheme."""
     for name in ("bert-asym-g128-uniform", "rtn-int4-embeddings"):
