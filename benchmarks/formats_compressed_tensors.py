@@ -113,6 +113,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=16, help="calibration windows (Wanda, SparseGPT, GPTQ)")
     p.add_argument("--hub", action="store_true", help="also push / pull each compressed-tensors folder via a local Hub")
     p.add_argument("--models", default="smollm2,minilm")
+    p.add_argument("--out", default="formats", help="results file stem under benchmarks/results")
     args = p.parse_args()
     torch.set_num_threads(2)
 
@@ -146,8 +147,8 @@ def main() -> int:
 
     def save() -> None:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "formats.json").write_text(json.dumps(results, indent=2) + "\n")
-        (RESULTS / "formats.md").write_text(render(results))
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (RESULTS / f"{args.out}.md").write_text(render(results))
 
     def check_reload(res, name: str, cls: str, row: dict) -> None:
         want = outputs(res.bundle.model)
@@ -245,10 +246,8 @@ def main() -> int:
 
     if hub is not None:
         hub.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "formats.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "formats.md").write_text(render(results))
-    print((RESULTS / "formats.md").read_text())
+    save()
+    print((RESULTS / f"{args.out}.md").read_text())
     return 0
 
 

@@ -84,7 +84,21 @@ def _calibration_ids(bundle: Any, calibration: CalibrationConfig) -> torch.Tenso
     if limit and calibration.seq_len > limit:
         raise UsageError(f"calibration seq_len {calibration.seq_len} exceeds the model's {limit} positions: "
                          f"pass --seq-len {limit}")
-    return calibration_ids(bundle.tokenizer, calibration)
+    ids = calibration_ids(bundle.tokenizer, calibration)
+    return frame_for_encoder(bundle, ids)
+
+
+def frame_for_encoder(bundle: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Encoders always see ``[CLS] ... [SEP]``, whose hidden states carry the model's outlier features:
+    calibration windows cut from running text get them at both ends, so the Hessians include them."""
+    tok = bundle.tokenizer
+    cls, sep = getattr(tok, "cls_token_id", None), getattr(tok, "sep_token_id", None)
+    if getattr(bundle.model.config, "is_decoder", False) or hasattr(bundle.model, "generate") or \
+            cls is None or sep is None or ids.shape[1] < 3:
+        return ids
+    ids = ids.clone()
+    ids[:, 0], ids[:, -1] = cls, sep
+    return ids
 
 
 class GPTQOptimumConfig(QuantizeConfig):
