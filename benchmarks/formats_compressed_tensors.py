@@ -114,6 +114,7 @@ def main() -> int:
     p.add_argument("--hub", action="store_true", help="also push / pull each compressed-tensors folder via a local Hub")
     p.add_argument("--models", default="smollm2,minilm")
     p.add_argument("--out", default="formats", help="results file stem under benchmarks/results")
+    p.add_argument("--rows", default="all", help="SmolLM2 rows to run (comma-separated labels; default all)")
     args = p.parse_args()
     torch.set_num_threads(2)
 
@@ -207,8 +208,14 @@ def main() -> int:
         print("dense", out["dense_fp32"], flush=True)
         del dense
         save()
+
+        def wanted(label: str) -> bool:
+            return args.rows == "all" or label in args.rows.split(",")
+
         for label, cfg in {"wanda-50": WandaConfig(sparsity=0.5, calibration=calib(512)),
                            "sparsegpt-2:4": SparseGPTConfig(pattern="2:4", calibration=calib(512))}.items():
+            if not wanted(label) and not (label == "sparsegpt-2:4" and wanted("sparsegpt-2:4+gptq-int4-g128")):
+                continue
             res, secs = run(src, [cfg], label)
             row = sparse_sizes(res.bundle, names)
             row["seconds"] = secs
@@ -224,6 +231,8 @@ def main() -> int:
                 "rtn-int4-g128+embeddings": (src, [RTNConfig(bits=4, group_size=128, quantize_embeddings=True)]),
                 "rtn-int8-g128+embeddings": (src, [RTNConfig(bits=8, group_size=128, quantize_embeddings=True)]),
         }.items():
+            if not wanted(label):
+                continue
             res, secs = run(start, stages, label)
             s = res.report["stages"][-1]["summary"]
             row = {"seconds": secs, "perplexity": round(perplexity_of_ids(res.bundle.model, ids, seq_len=512)
