@@ -286,3 +286,21 @@ def test_pack_quantized_round_trips_through_the_hub(hub_env, ct_outputs, tmp_pat
     for repo, got in results.items():
         assert "error" not in got, got.get("error")
         assert torch.equal(torch.tensor(got["out"]), want[repo]), repo
+
+
+def test_encoder_calibration_windows_are_framed():
+    from transformers import BertTokenizerFast
+
+    from hfcompress.loading import ModelBundle
+    from hfcompress.quantize.gptq import frame_for_encoder
+    from hfcompress.testing.models import tiny_model, tiny_tokenizer
+
+    ids = torch.arange(40).reshape(4, 10) + 10
+    llama = ModelBundle(model=tiny_model("llama"), tokenizer=tiny_tokenizer(), task="causal-lm")
+    assert torch.equal(frame_for_encoder(llama, ids), ids)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(60)]]
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    bert = ModelBundle(model=tiny_model("bert-encoder"), tokenizer=tok, task="feature-extraction")
+    framed = frame_for_encoder(bert, ids)
+    assert framed[:, 0].tolist() == [2] * 4 and framed[:, -1].tolist() == [3] * 4
+    assert torch.equal(framed[:, 1:-1], ids[:, 1:-1])
