@@ -75,6 +75,10 @@ def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
         "evaluation": ctx.evaluations,
         "libraries": library_versions(),
     }
+    if output is not None:  # which library loads the folder (the card says it in one line)
+        from .formats import folder_format
+
+        report["format"] = folder_format(output)
     report["total_seconds"] = round(sum(r["seconds"] for r in ctx.records), 3)
     return report
 

@@ -3,6 +3,8 @@
 ::
 
     hfcompress quantize HuggingFaceTB/SmolLM2-135M-Instruct --method bnb-nf4 --double-quant -o out/nf4
+    hfcompress quantize MODEL --method gptq --bits 4 --group-size 128 -o out/gptq-int4
+    hfcompress quantize MODEL --method rtn --bits 8 --group-size -1 --no-symmetric -o out/rtn-int8
     hfcompress quantize MODEL --method quanto-int4 --group-size 64 -o out/int4
     hfcompress quantize MODEL --method calibrated-nf4 --calibration fixtures/enwiki-sample -o out/cnf4
 
