@@ -34,5 +34,6 @@ def register(sub) -> None:
     add_stage_command(
         sub, "quantize", help="quantize a model (bitsandbytes, optimum-quanto, GPTQ, calibrated NF4/int4)",
         description="Quantize a model's Linear weights and save a reloadable checkpoint.",
-        method_help="bnb-*: bitsandbytes; quanto-*: optimum-quanto; gptq: optimum.gptq (needs gptqmodel); "
+        method_help="bnb-*: bitsandbytes; quanto-*: optimum-quanto; rtn / gptq: round-to-nearest / our GPTQ, "
+                    "written as compressed-tensors pack-quantized; gptq-optimum: optimum.gptq (needs gptqmodel); "
                     "calibrated-*: our GPTQ-style error correction stored as NF4 / int4", run=_run)
