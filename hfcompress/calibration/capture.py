@@ -66,32 +66,35 @@ def model_inputs(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]
 
 @contextmanager
 def intercept_blocks(stacks: list[BlockStack], fn: BlockFn) -> Iterator[None]:
-    """While inside, calling block *i* of any stack runs ``fn(...)`` instead of its forward; the
-    last block of the last stack raises :class:`_Stop` after ``fn`` returns."""
+    """While inside, calling block *i* of any stack runs ``fn(...)`` instead of its forward; after
+    the last block of the last stack (and its forward hooks) :class:`_Stop` ends the forward."""
     saved: list[tuple[nn.Module, Any]] = []
-    total = sum(len(s) for s in stacks)
+    stop = None
     g = 0
     try:
         for stack in stacks:
             for i, block in enumerate(stack.blocks):
                 original = block.forward
                 saved.append((block, block.__dict__.get("forward")))
-                last = g == total - 1
 
-                def forward(*args, _g=g, _s=stack, _i=i, _b=block, _f=original, _last=last, **kwargs):
-                    out = fn(_g, _s, _i, _b, _f, args, kwargs)
-                    if _last:
-                        raise _Stop
-                    return out
+                def forward(*args, _g=g, _s=stack, _i=i, _b=block, _f=original, **kwargs):
+                    return fn(_g, _s, _i, _b, _f, args, kwargs)
 
                 block.forward = forward
                 g += 1
+        stop = stacks[-1].blocks[-1].register_forward_hook(_raise_stop)
         yield
     finally:
+        if stop is not None:
+            stop.remove()
         for block, previous in saved:
             block.__dict__.pop("forward", None)
             if previous is not None:
                 block.__dict__["forward"] = previous
+
+
+def _raise_stop(module: nn.Module, args: Any, out: Any) -> None:
+    raise _Stop
 
 
 def run_through_blocks(model: nn.Module, stacks: list[BlockStack], inputs: dict[str, Any], fn: BlockFn) -> None:
