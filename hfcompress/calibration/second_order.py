@@ -82,12 +82,12 @@ def inverse_cholesky_upper(H: torch.Tensor, percdamp: float, *, retries: int = 0
 @torch.no_grad()
 def obs_quantize(W: torch.Tensor, Hinv: torch.Tensor, quantize: Callable[[torch.Tensor, int, int], torch.Tensor],
                  *, block_size: int, mask: torch.Tensor | None = None,
-                 on_column: Callable[[torch.Tensor, int], None] | None = None) -> torch.Tensor:
+                 on_column: Callable[[torch.Tensor, int, int], None] | None = None) -> torch.Tensor:
     """OBS / GPTQ column loop: ``Q[:, j] = quantize(w_j, j, j - block start)`` in order, each
     column's error ``(w - q) / Hinv[j, j]`` pushed onto the later columns of its lazy block, the
     block's errors onto all later columns in one matmul. ``mask`` (0/1): entries that stay zero.
-    ``W`` (float32) is modified; returns ``Q``. ``on_column(W1, i)`` runs before column ``i`` of
-    each block (e.g. to fix a group's scale from the error-updated weights ``W1``)."""
+    ``W`` (float32) is modified; returns ``Q``. ``on_column(W1, i1, i)`` runs before column ``i``
+    of the block starting at ``i1`` (e.g. to fix a group's scale from the error-updated ``W1``)."""
     cols = W.shape[1]
     Q = torch.zeros_like(W)
     for i1 in range(0, cols, block_size):
@@ -99,7 +99,7 @@ def obs_quantize(W: torch.Tensor, Hinv: torch.Tensor, quantize: Callable[[torch.
         M1 = mask[:, i1:i2] if mask is not None else None
         for i in range(i2 - i1):
             if on_column is not None:
-                on_column(W1, i)
+                on_column(W1, i1, i)
             w = W1[:, i]
             q = quantize(w, i1 + i, i)
             if M1 is not None:

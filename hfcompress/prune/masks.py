@@ -11,6 +11,7 @@ import math
 
 import torch
 
+
 def lowest_k_mask(scores: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
     """Boolean mask of exactly ``k`` lowest entries along ``dim`` (ties broken by position).
 
