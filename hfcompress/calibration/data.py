@@ -14,7 +14,7 @@ import torch
 
 from ..config import CalibrationConfig
 from ..data import calibration_ids, load_texts
-from ..errors import UsageError
+from ..errors import UnsupportedError, UsageError
 
 _TEXTS: dict[tuple, list[str]] = {}
 _IDS: dict[tuple, torch.Tensor] = {}
@@ -32,6 +32,10 @@ def position_limit(model: Any) -> tuple[str, int] | None:
 
 def calibration_windows(tokenizer: Any, model: Any, cal: CalibrationConfig) -> torch.Tensor:
     """``[samples, seq_len]`` token windows; one-line errors (no tokenizer, seq_len too long) first."""
+    main = getattr(model, "main_input_name", "input_ids")
+    if main != "input_ids":
+        raise UnsupportedError(f"calibration data is text (token ids), and this {type(model).__name__} takes "
+                               f"{main}: calibrated methods need text input; use a data-free method (magnitude)")
     if tokenizer is None:
         raise UsageError("calibration needs a tokenizer, and this model has none: save one with the model")
     limit = position_limit(model)

@@ -50,7 +50,8 @@ def register(sub) -> None:
     q.add_argument("--max-tokens", type=int, default=16384, help="score the first N tokens (0: all; default 16384)")
     q.add_argument("--seq-len", type=int, default=512, help="window length in tokens (default 512)")
     q.add_argument("--stride", type=int, default=None, help="window stride (default: --seq-len)")
-    q.add_argument("--add-bos", action="store_true", help="prepend BOS to every window (default: no)")
+    q.add_argument("--add-bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="prepend BOS to every window (default: when the tokenizer adds BOS itself)")
     q.add_argument("--batch-size", type=int, default=None, help="windows / examples per forward pass")
     e = p.add_argument_group("efficiency")
     e.add_argument("--latency-batch-size", type=int, default=1)
