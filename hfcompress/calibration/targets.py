@@ -258,7 +258,3 @@ def find_targets(model: nn.Module, stacks: list[BlockStack], targets: list[str] 
                          f"like {example}")
     return out
 
-
-def weight_tensor(target: Target) -> torch.Tensor:
-    """The target's ``[out, in]`` weight (a view of the model's parameter)."""
-    return target.weight
