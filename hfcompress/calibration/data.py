@@ -59,6 +59,41 @@ def calibration_windows(tokenizer: Any, model: Any, cal: CalibrationConfig) -> t
 
 _LIBC: Any = None
 
+#: glibc ``mallopt`` parameter number of M_MMAP_THRESHOLD, and the fixed value the calibration sets
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1 << 20
+
+
+def _libc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            lib = ctypes.CDLL(name) if name else None
+            if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt"):
+                _LIBC = lib
+        except OSError:
+            pass
+    return _LIBC
+
+
+def bound_heap() -> None:
+    """Allocations of 1 MB and more get their own mappings, returned to the OS when freed.
+
+    glibc's default threshold grows to 32 MB after large frees, so the calibration's 5-30 MB
+    activation tensors land in the heap, where freed ones stay resident until a trim: measured
+    on SmolLM2 Wanda, a fixed 1 MB threshold cuts each block's transient peak from 300-430 MB
+    to ~210 MB at about the same speed. Process-wide (glibc has no per-call setting); a no-op
+    off glibc.
+    """
+    lib = _libc()
+    if lib:
+        lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
 
 def release_free_memory() -> None:
     """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
@@ -69,18 +104,6 @@ def release_free_memory() -> None:
     import gc
 
     gc.collect()
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = False
-        try:
-            import ctypes
-            import ctypes.util
-
-            name = ctypes.util.find_library("c")
-            lib = ctypes.CDLL(name) if name else None
-            if lib is not None and hasattr(lib, "malloc_trim"):
-                _LIBC = lib
-        except OSError:
-            pass
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    lib = _libc()
+    if lib:
+        lib.malloc_trim(0)

@@ -35,7 +35,7 @@ from torch import nn
 from ..errors import UnsupportedError
 from .blocks import BlockStack, block_index, find_block_stacks
 from .capture import first_tensor, hidden_of, merge_outputs, model_inputs, run_through_blocks, slice_call
-from .data import release_free_memory
+from .data import bound_heap, release_free_memory
 from .targets import Target, add_input_hook
 
 #: default chunk of the lock-step calibration forward (``batch_size=None``), in tokens: large
@@ -96,6 +96,7 @@ class Sequential:
     @torch.no_grad()
     def run(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> None:
         """Calibrate on ``batch``: token ids ``[samples, seq_len]`` or a dict of model inputs."""
+        bound_heap()
         release_free_memory()
         stacks = self.stacks or find_block_stacks(self.model)
         self._stacks = stacks
