@@ -88,7 +88,7 @@ def write_results(rows: list[dict]) -> None:
     lines = ["# Side by side with llm-compressor (same machine, same run, same calibration windows)", "",
              "SmolLM2-135M fp32, fixtures/enwiki-sample 32 x 512 (identical token windows for both), 2 threads; "
              "WikiText-2 test, first 16,384 tokens, 512-token windows. Wall = the pruning call only.", "",
-             "| config | tool | ppl | prune wall s | prune CPU s | wall vs peer | peak RSS MB (prune) |",
+             "| config | tool | ppl | prune wall s | prune CPU s | wall vs peer | peak RSS MB (prune / quantize) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['seconds'] / r['peer_seconds']:.2f}x" if r.get("peer_seconds") else ""
@@ -101,6 +101,9 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("configs", nargs="*", help=f"some of {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--install", action="store_true", help="create the peer venv when it is missing")
+    p.add_argument("--fp32-only", action="store_true", help="skip our bfloat16-autocast variants")
+    p.add_argument("--quantizers", action="store_true",
+                   help="also run calibrated-nf4 / calibrated-int4 (ours only: peak RSS in the same table)")
     args = p.parse_args(argv)
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown:
@@ -117,7 +120,7 @@ def main(argv: list[str]) -> int:
             peer.update(config=name, tool=f"llm-compressor {peer['llmcompressor']}")
             print(json.dumps(peer), flush=True)
             rows.append(peer)
-            for our in ours:
+            for our in [o for o in ours if not (args.fp32_only and "bf16" in o)]:
                 r = run_json([sys.executable, str(ROOT / "benchmarks/prune_unstructured.py"), our])
                 prune_unstructured.record(r)
                 row = {"config": name, "tool": f"hfcompress ({our})", "seconds": r["seconds"],
@@ -126,6 +129,14 @@ def main(argv: list[str]) -> int:
                        "calibration_dtype": r.get("summary", {}).get("calibration_dtype", "float32")}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+            write_results(rows)
+        for our in (["calibrated-nf4", "calibrated-int4"] if args.quantizers else []):
+            r = run_json([sys.executable, str(ROOT / "benchmarks/prune_unstructured.py"), our])
+            prune_unstructured.record(r)
+            rows.append({"config": our, "tool": f"hfcompress ({our})", "seconds": r["seconds"],
+                         "cpu_seconds": r["cpu_seconds"], "perplexity": r["perplexity"],
+                         "peak_rss_mb_during_prune": r["peak_rss_mb_during_prune"]})
+            print(json.dumps(rows[-1]), flush=True)
             write_results(rows)
     return 0
 

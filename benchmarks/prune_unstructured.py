@@ -54,6 +54,9 @@ CONFIGS = {
     "wanda-50-lowmem-bf16": ("wanda", {"sparsity": 0.5, "low_memory": True, "calibration_dtype": "bfloat16"}),
     "wanda-50-lowmem-bf16-bs1": ("wanda", {"sparsity": 0.5, "low_memory": True, "calibration_dtype": "bfloat16",
                                            "batch_size": 1}),
+    # calibrated quantizers on the same calibration layer (peak RSS reported next to pruning's)
+    "calibrated-nf4": ("quantize:calibrated-nf4", {}),
+    "calibrated-int4": ("quantize:calibrated-int4", {}),
 }
 #: llm-compressor 0.14 as quoted in the issue (its own data pipeline, busy machine). The peer on the
 #: SAME calibration windows, side by side: benchmarks/prune_peer_llmcompressor.py -> prune_peer.md
@@ -108,13 +111,14 @@ def run_one(name: str) -> dict:
         cal = {"dataset": f"{DATA}/fixtures/enwiki-sample", "samples": 32, "seq_len": 512}
         cal.update(kw.get("calibration", {}))
         params = {**kw, "calibration": CalibrationConfig(**cal)}
-        cfg = get_method("prune", method).config_cls(**params)
+        family, _, mname = method.rpartition(":")
+        cfg = get_method(family or "prune", mname).config_cls(**params)
         if method in ("magnitude", "threshold"):
             cfg.calibration = None
         # load + tokenize the calibration text before timing (the peer's figure excludes it too)
         from hfcompress.prune.engine import calibration_ids
 
-        calibration_ids(bundle, cfg.calibration_or_default()) if cfg.calibration else None
+        calibration_ids(bundle, cfg.calibration) if cfg.calibration else None
         with PeakRSS() as peak:
             t = time.perf_counter()
             c0 = os.times()

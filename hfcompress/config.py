@@ -48,6 +48,8 @@ class CalibrationConfig(StrictModel):
     seq_len: int = Field(512, ge=8, le=131_072)
     seed: int = 0
     revision: str | None = None
+    add_bos: bool | None = Field(None, description="start every window with BOS (default: when the tokenizer "
+                                                   "adds BOS itself)")
 
 
 def validation_message(exc: ValidationError, *, flags: bool = False, context: str = "") -> str:

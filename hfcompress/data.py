@@ -3,7 +3,9 @@
 ``load_texts("fixtures/enwiki-sample")`` goes through ``datasets.load_dataset``, so a
 repo id is fetched from ``HF_ENDPOINT`` exactly as online; a local folder laid out as
 a Hub dataset repo works too. ``calibration_ids(tokenizer, CalibrationConfig(...))``
-returns a ``[samples, seq_len]`` LongTensor of windows drawn at seeded random offsets.
+returns a ``[samples, seq_len]`` LongTensor of windows drawn at seeded random offsets,
+each starting with the tokenizer's BOS token where the tokenizer adds one itself
+(:func:`bos_to_add`).
 """
 
 from __future__ import annotations
@@ -52,12 +54,37 @@ def load_texts(dataset: str, config: str | None = None, split: str = "train", co
     return texts
 
 
+def bos_to_add(tokenizer: Any, add_bos: bool | None = None) -> int | None:
+    """The BOS id to put first in every window, or None.
+
+    ``add_bos=None`` (the default everywhere): BOS when the tokenizer defines one AND adds it
+    itself (``add_special_tokens=True`` puts it first) — what the model saw in training.
+    ``True``: the tokenizer's BOS (UsageError when it has none); ``False``: never.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if add_bos is False:
+        return None
+    if add_bos:
+        if bos is None:
+            raise UsageError("add_bos is set but the tokenizer has no BOS token: drop --add-bos")
+        return int(bos)
+    if bos is None:
+        return None
+    try:
+        first = tokenizer("a", add_special_tokens=True).input_ids[:1]
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot encode a probe adds nothing we can see
+        return None
+    return int(bos) if first == [bos] else None
+
+
 def calibration_ids(tokenizer: Any, cfg: CalibrationConfig, texts: list[str] | None = None) -> Any:
     """``[cfg.samples, cfg.seq_len]`` token windows from the calibration dataset.
 
     The texts are joined with blank lines and tokenized once; windows start at seeded
-    random offsets (reproducible for a given ``seed``). Raises when the corpus has
-    fewer than ``seq_len + 1`` tokens.
+    random offsets (reproducible for a given ``seed``). Where the tokenizer adds BOS
+    itself (``cfg.add_bos`` unset; see :func:`bos_to_add`), each window is BOS followed
+    by ``seq_len - 1`` text tokens. Raises when the corpus has fewer than
+    ``seq_len + 1`` tokens.
     """
     import torch
 
@@ -77,9 +104,14 @@ def calibration_ids(tokenizer: Any, cfg: CalibrationConfig, texts: list[str] | N
     if ids.numel() < cfg.seq_len + 1:
         raise UsageError(f"calibration dataset {cfg.dataset} has only {ids.numel()} tokens, fewer than "
                          f"seq_len={cfg.seq_len}: lower --seq-len or use a larger dataset")
+    bos = bos_to_add(tokenizer, getattr(cfg, "add_bos", None))
+    width = cfg.seq_len - (bos is not None)
     gen = torch.Generator().manual_seed(cfg.seed)
     starts = torch.randint(0, ids.numel() - cfg.seq_len, (cfg.samples,), generator=gen)
-    return torch.stack([ids[s: s + cfg.seq_len] for s in starts.tolist()])
+    windows = torch.stack([ids[s: s + width] for s in starts.tolist()])
+    if bos is not None:
+        windows = torch.cat([torch.full((cfg.samples, 1), bos, dtype=windows.dtype), windows], 1)
+    return windows
 
 
 def local_datasets_dir() -> Path:

@@ -517,9 +517,12 @@ def test_errors_before_work(llama_tok, bert_tok, cal_dataset):
         run(nt, WandaConfig())
 
 
-def test_unsupported_architecture():
+def test_architecture_found_from_the_model():
+    """No allow-list of model types: GPT-2 (Conv1D layers, [in, out] weights) prunes to exact counts."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     m = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
-    with pytest.raises(UnsupportedError, match="not supported for gpt2"):
-        run(ModelBundle(m, None, "causal-lm"), MagnitudeConfig())
+    summary = run(ModelBundle(m, None, "causal-lm"), MagnitudeConfig())
+    assert summary["targeted_modules"] == 4
+    assert summary["target_sparsity_actual"] == 0.5
+    assert int((m.transformer.h[0].mlp.c_fc.weight == 0).sum()) == 32 * 128 // 2

@@ -1,9 +1,18 @@
-"""The calibration layer: block discovery, input capture, sequential block-by-block runs and the
-second-order helpers every calibrated method (Wanda, SparseGPT, OWL, GPTQ-style quantizers) hooks.
+"""The calibration layer: block discovery, per-block input capture, the sequential block-by-block
+scheduler, calibration data, activation statistics and the second-order (OBS) helpers that every
+calibrated method (Wanda, SparseGPT, OWL, structured importance, GPTQ-style quantizers) hooks.
 
 Below the method families: it imports nothing from ``prune``, ``quantize``, ``distill`` or above.
 """
 
 from .blocks import BlockStack, block_index, find_block_stacks
+from .data import calibration_windows, release_free_memory
+from .second_order import Hessians, fix_dead, inverse_cholesky_upper, obs_quantize
+from .sequential import AUTO_CHUNK_TOKENS, Sequential
+from .stats import SquaredNorms, squared_norms
+from .targets import Conv1DTarget, ExpertTarget, add_input_hook, find_targets
 
-__all__ = ["BlockStack", "block_index", "find_block_stacks"]
+__all__ = ["AUTO_CHUNK_TOKENS", "BlockStack", "Conv1DTarget", "ExpertTarget", "Hessians", "Sequential",
+           "SquaredNorms", "add_input_hook", "block_index", "calibration_windows", "find_block_stacks",
+           "find_targets", "fix_dead", "inverse_cholesky_upper", "obs_quantize", "release_free_memory",
+           "squared_norms"]

@@ -90,9 +90,9 @@ def register(sub) -> None:
                    help=f"score the first N tokens (0: all; default: {_defaults('max_tokens')})")
     q.add_argument("--seq-len", type=int, default=None, help=f"window length in tokens (default: {_defaults('seq_len')})")
     q.add_argument("--stride", type=int, default=None, help="window stride (default: --seq-len)")
-    q.add_argument("--add-bos", action="store_true", default=None, help="prepend BOS to every window (default: no)")
-    q.add_argument("--batch-size", type=int, default=None,
-                   help=f"windows / examples per forward pass (default: {_defaults('batch_size')})")
+    q.add_argument("--add-bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="prepend BOS to every window (default: when the tokenizer adds BOS itself)")
+    q.add_argument("--batch-size", type=int, default=None, help=f"windows / examples per forward pass (default: {_defaults('batch_size')})")
     e = p.add_argument_group("efficiency")
     e.add_argument("--latency-batch-size", type=int, default=None,
                    help=f"sequences per timed forward pass (default: {_defaults('latency_batch_size')})")

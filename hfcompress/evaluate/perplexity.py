@@ -4,9 +4,9 @@ Methodology (the one in the transformers docs, "Perplexity of fixed-length model
 the texts are joined with ``"\\n\\n"`` and tokenized once, without special tokens;
 the first ``max_tokens`` tokens are kept; windows of ``seq_len`` tokens start every
 ``stride`` tokens, and each window scores only the tokens not already scored by the
-previous one (all of them when ``stride == seq_len``). When the tokenizer has a BOS
-token and ``add_bos`` is true, BOS is prepended to every window as context (it is
-never scored). Perplexity = exp(total NLL / scored tokens)::
+previous one (all of them when ``stride == seq_len``). BOS is prepended to every
+window as context (never scored) by default where the tokenizer adds it itself
+(``add_bos`` unset; ``true`` / ``false`` force it). Perplexity = exp(total NLL / scored tokens)::
 
     ppl = perplexity_of_ids(model, ids, seq_len=512)
 """
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..data import load_texts
+from ..data import bos_to_add, load_texts
 from ..errors import UnsupportedError, UsageError
 from ..registry import register
 from ..sizes import memory_bytes
@@ -113,9 +113,10 @@ WIKITEXT = "Salesforce/wikitext"
 class PerplexityConfig(DatasetEvalConfig):
     """Perplexity of a causal LM on a text dataset (fixed windows, stride, token budget).
 
-    ``config`` defaults to ``wikitext-2-raw-v1`` for ``Salesforce/wikitext``. BOS is NOT
-    prepended by default (``add_bos: false``): the reference SmolLM2 figure (28.13 on the
-    first 16,384 wikitext-2 test tokens, 512-token windows) is measured that way.
+    ``config`` defaults to ``wikitext-2-raw-v1`` for ``Salesforce/wikitext``. BOS is prepended
+    by default where the tokenizer adds it itself (``hfcompress.data.bos_to_add``); SmolLM2's
+    adds none, so its reference figure (28.13 on the first 16,384 wikitext-2 test tokens,
+    512-token windows) has no BOS.
     """
 
     method: Literal["perplexity"] = "perplexity"
@@ -126,7 +127,8 @@ class PerplexityConfig(DatasetEvalConfig):
     seq_len: int = Field(512, ge=2, le=131_072)
     stride: int | None = Field(None, ge=1, description="window start spacing (default: seq_len)")
     batch_size: int = Field(4, ge=1, le=4096)
-    add_bos: bool = Field(False, description="prepend the tokenizer's BOS to every window (context only)")
+    add_bos: bool | None = Field(None, description="prepend the tokenizer's BOS to every window (context only); "
+                                                   "default: when the tokenizer adds BOS itself")
 
     @model_validator(mode="after")
     def _check(self) -> PerplexityConfig:
@@ -183,13 +185,11 @@ def measure_perplexity(bundle: Any, cfg: PerplexityConfig, texts: list[str], *, 
     ids = tokenize_prefix(tok, texts, cfg.max_tokens)
     if ids.numel() < 2:
         raise UsageError(f"dataset {cfg.dataset} ({cfg.split}) has fewer than 2 tokens: choose another split")
-    bos = getattr(tok, "bos_token_id", None) if cfg.add_bos else None
-    if cfg.add_bos and bos is None:
-        raise UsageError("add_bos is set but the tokenizer has no BOS token: drop --add-bos")
+    bos = bos_to_add(tok, cfg.add_bos)
     res = perplexity_of_ids(bundle.model, ids, seq_len=cfg.seq_len, stride=cfg.stride,
                             batch_size=cfg.batch_size, bos_token_id=bos, progress=progress)
     settings = {"text_column": cfg.text_column, "max_tokens": cfg.max_tokens, "corpus_tokens": int(ids.numel()),
-                "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "add_bos": cfg.add_bos,
+                "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "add_bos": bos is not None,
                 "batch_size": cfg.batch_size, "join": "\\n\\n", "special_tokens": False}
 
     details = {"nll": res["nll"], "scored_tokens": res["tokens"], "windows": res["windows"],

@@ -4,40 +4,43 @@ One dense calibration pass (block by block) computes, per block, the fraction of
 |W_ij| * ||X_j|| that exceed ``m`` x the mean score of their layer ("outlier ratio" D_b). The
 ratios are min-max normalised to [0, 2*lambda], centred, and each block gets sparsity
 ``target - (r_b - mean r)``: blocks rich in outliers are pruned less; the mean sparsity stays
-the target.
+the target. Blocks are counted over all stacks (encoder, then decoder).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from .engine import Sequential, block_index
+from ..calibration import Sequential, SquaredNorms, block_index, find_block_stacks
 
 
 @torch.no_grad()
-def owl_block_sparsities(model, info, linears, ids, target: float, lam: float, m: float,
+def owl_block_sparsities(model, info: Any, linears: dict[str, Any], ids, target: float, lam: float, m: float,
                          batch_size: int | None, progress: bool = False, compute_dtype=None) -> list[float]:
-    n_blocks = len(info.layers)
+    stacks = getattr(info, "stacks", None) or find_block_stacks(model)
+    offsets = [sum(len(s) for s in stacks[:k]) for k in range(len(stacks))]
+    n_blocks = sum(len(s) for s in stacks)
     outliers = [0] * n_blocks
     counts = [0] * n_blocks
-    acc: dict[str, torch.Tensor] = {}
-
-    def on_chunk(names, x):
-        v = torch.linalg.vector_norm(x, dim=0, dtype=torch.float32).pow_(2)
-        acc[names[0]] = acc[names[0]] + v if names[0] in acc else v
+    acc = SquaredNorms()
 
     def on_group(names, x):
-        sq = torch.linalg.vector_norm(x, dim=0, dtype=torch.float32).pow_(2) if x is not None \
-            else acc.pop(names[0])
-        norm = sq.sqrt_()
+        if x is not None:
+            acc.add(names[0], x)
+        norm = acc.pop_norms(names[0])
         for name in names:
-            score = linears[name].weight.detach().abs().float() * norm
-            b = block_index(name, info)
+            score = linears[name].weight.detach().abs().float()
+            if norm is not None:
+                score = score * norm
+            si, bi = block_index(name, stacks)
+            b = offsets[si] + bi
             outliers[b] += int((score > m * score.mean()).sum())
             counts[b] += score.numel()
 
-    Sequential(model, info, linears, on_group, on_chunk, batch_size, progress=progress,
-               compute_dtype=compute_dtype).run(ids)
+    Sequential(model, None, linears, on_group, acc_add(acc), batch_size, progress=progress,
+               compute_dtype=compute_dtype, stacks=stacks).run(ids)
     ratios = torch.tensor([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)], dtype=torch.float64)
     span = float(ratios.max() - ratios.min())
     if span <= 0:
@@ -45,3 +48,8 @@ def owl_block_sparsities(model, info, linears, ids, target: float, lam: float, m
     r = (ratios - ratios.min()) / span * (2 * lam)
     sp = target - (r - r.mean())
     return [float(min(max(x, 0.0), 0.99)) for x in sp]
+
+
+def acc_add(acc: SquaredNorms):
+    """``on_chunk`` callback adding each chunk's input to ``acc`` under the group's first name."""
+    return lambda names, x: acc.add(names[0], x)

@@ -17,10 +17,11 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..errors import HFCompressError
+from ..calibration import Hessians, Sequential, fix_dead, inverse_cholesky_upper
 from ..registry import register
 from .base import PruneConfig
-from .engine import Sequential, finish_unstructured, lowest_k_mask, prepare_calibrated, zero_
+from .engine import finish_unstructured, prepare_calibrated
+from .masks import lowest_k_mask, prune_mask, zero_
 
 
 class SparseGPTConfig(PruneConfig):
@@ -81,18 +82,9 @@ def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int,
     the same arithmetic as the column-by-column original, with ~10x fewer tiny ops.
     """
     rows, cols = W.shape
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    damp = percdamp * torch.mean(torch.diag(H))
-    H.diagonal().add_(damp)
-    L, info = torch.linalg.cholesky_ex(H)
-    if int(info):
-        raise HFCompressError("SparseGPT: the calibration Hessian is not positive definite even after "
-                              "damping: raise percdamp (e.g. 0.1) or use more calibration samples")
-    Hinv = torch.cholesky_inverse(L)
-    Hinv = torch.linalg.cholesky(Hinv, upper=True)
-    del L, H
+    fix_dead(H, W)
+    Hinv = inverse_cholesky_upper(H, percdamp, inplace=True, what="SparseGPT: the calibration")
+    del H
     WT = W.t().contiguous()
     dinv = Hinv.diagonal().reciprocal()
     sub = _SUB if nm is None else max(nm[1], _SUB // nm[1] * nm[1])
@@ -136,21 +128,22 @@ def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int,
 @torch.no_grad()
 def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
     run = prepare_calibrated(bundle, cfg, ctx)
-    model, info, linears, nm, ids, extra = run.model, run.info, run.linears, run.nm, run.ids, run.extra
-    acc: dict[str, torch.Tensor] = {}
-
-    def hessian(x: torch.Tensor, H: torch.Tensor | None = None) -> torch.Tensor:
-        xf = x if x.dtype == torch.float32 else x.float()
-        if H is None:
-            return xf.t() @ xf
-        return H.addmm_(xf.t(), xf)
+    model, linears, nm, ids, extra = run.model, run.linears, run.nm, run.ids, run.extra
+    acc = Hessians()
 
     def on_chunk(names, x):
-        acc[names[0]] = hessian(x, acc.get(names[0]))
+        acc.add(names[0], x)
 
     def on_group(names, x):
-        H = hessian(x) if x is not None else acc.pop(names[0])
+        if x is not None:
+            acc.add(names[0], x)
+        H, tokens = acc.pop(names[0])
         mods = [linears[n] for n in names]
+        if not tokens:  # no token reached these (e.g. an idle expert): exact-count magnitude pruning
+            for name, m in zip(names, mods, strict=True):
+                zero_(m.weight, prune_mask(m.weight.detach().abs().float(), run.sparsity(name, cfg.overrides),
+                                           nm, per="layer"))
+            return
         W = torch.cat([m.weight.detach().float() for m in mods], 0) if len(mods) > 1 \
             else mods[0].weight.detach().float().clone()
         segs, r = [], 0
@@ -161,8 +154,10 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
         for (a, b, _), m in zip(segs, mods, strict=True):
             m.weight.copy_(W[a:b])
 
-    Sequential(model, info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
-               compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory).run(ids)
+    seq = Sequential(model, run.info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
+                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks)
+    seq.run(ids)
+    run.no_tokens(seq.stats["no_tokens"])
     extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
                   "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
     return finish_unstructured(bundle, cfg, linears, extra)

@@ -23,23 +23,49 @@ Zeros of a pruned model stay zero (masked out of the update) when the model is s
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
+from ..calibration import (
+    Hessians,
+    Sequential,
+    calibration_windows,
+    find_block_stacks,
+    find_targets,
+    fix_dead,
+    inverse_cholesky_upper,
+    obs_quantize,
+)
+from ..calibration.targets import Conv1DTarget, in_stacks
 from ..config import CalibrationConfig
-from ..errors import UnsupportedError, UsageError
+from ..errors import UsageError
 from ..registry import register
-from .base import QuantizeConfig, check_not_quantized, input_sparsity, select_linears
+from .base import (
+    QuantizeConfig,
+    _matches,
+    check_not_quantized,
+    default_skip_modules,
+    input_sparsity,
+    select_linears,
+)
 
 
 class _CalibratedConfig(QuantizeConfig):
     calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=32, seq_len=512))
     damp: float = Field(0.01, gt=0.0, lt=1.0, description="Hessian dampening, fraction of its mean diagonal")
     block_size: int = Field(128, ge=8, le=4096, description="columns per lazy OBS update batch")
-    batch_size: int = Field(4, ge=1, le=512, description="calibration windows per forward pass")
+    batch_size: int = Field(4, ge=1, le=512, description="calibration windows per chunk of the block forwards")
+    true_sequential: bool = Field(False, description="quantize each block's layers in execution order, each "
+                                                      "seeing inputs from the already-quantized layers (lock-step "
+                                                      "chunks); default: Hessians from the block's unquantized "
+                                                      "forward, two passes (lowest memory)")
+    calibration_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="autocast dtype of the calibration forwards (default: the model's dtype)")
+
+    def calibration_torch_dtype(self) -> Any:
+        return getattr(torch, self.calibration_dtype) if self.calibration_dtype else None
 
 
 class CalibratedNF4Config(_CalibratedConfig):
@@ -161,244 +187,109 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Any, *, block_size: in
     Without ``act_order`` each group's scale is fixed when the group is reached (from the
     error-updated weights). With ``act_order`` columns are processed by decreasing Hessian
     diagonal and every group's scale is fixed up front ("static groups"), so the storage
-    layout (groups of consecutive columns) is unchanged.
+    layout (groups of consecutive columns) is unchanged. The OBS loop and the damped inverse
+    are the calibration layer's (:mod:`hfcompress.calibration.second_order`).
     """
     W = W.clone().float()
     H = H.clone().float()
-    rows, cols = W.shape
+    fix_dead(H, W)
+    if mask is not None:
+        W = W * mask
+    hdiag = torch.diag(H)
     if act_order:
-        return _gptq_act_order(W, H, grid, block_size=block_size, damp=damp, mask=mask)
+        grid.prepare_static(W, hdiag)
+        perm = torch.argsort(hdiag, descending=True)
+        inv = torch.argsort(perm)
+        W = W[:, perm]
+        H = H[perm][:, perm]
+        M = mask[:, perm] if mask is not None else None
+        Hinv = inverse_cholesky_upper(H, damp, retries=5)
+        Q = obs_quantize(W, Hinv, lambda w, col, i: grid.quantize_static(w, int(perm[col])),
+                         block_size=block_size, mask=M)
+        return Q[:, inv]
     g = grid.group_size
     block_size = max(g, (block_size // g) * g)  # groups never straddle a lazy batch
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    diag = torch.arange(cols)
-    Hinv = None
-    for attempt in range(6):
-        Hd = H.clone()
-        Hd[diag, diag] += damp * (10 ** attempt) * torch.mean(torch.diag(H))
-        try:
-            L = torch.linalg.cholesky(Hd)
-            Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-            break
-        except RuntimeError:
-            continue
-    if Hinv is None:
-        raise UnsupportedError("the calibration Hessian is not positive definite: use more calibration samples")
-    if mask is not None:
-        W = W * mask
-    Hinv_src = H
-    Q = torch.zeros_like(W)
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        M1 = mask[:, i1:i2] if mask is not None else None
-        for i in range(i2 - i1):
-            if i % g == 0:
-                grid.start(W1[:, i:i + g], torch.diag(Hinv_src)[i1 + i:i1 + i + g])
-            w = W1[:, i]
-            d = Hinv1[i, i]
-            q = grid.quantize(w, i % g)
-            if M1 is not None:
-                q = q * M1[:, i]
-            Q1[:, i] = q
-            err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            if M1 is not None:
-                W1[:, i:] *= M1[:, i:]
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-        if mask is not None:
-            W[:, i2:] *= mask[:, i2:]
-    return Q
+    Hinv = inverse_cholesky_upper(H, damp, retries=5)
 
+    def start_group(W1: torch.Tensor, i1: int, i: int) -> None:
+        if i % g == 0:
+            grid.start(W1[:, i:i + g], hdiag[i1 + i:i1 + i + g])
 
-def _hinv_upper(H: torch.Tensor, damp: float) -> torch.Tensor:
-    cols = H.shape[0]
-    diag = torch.arange(cols)
-    for attempt in range(6):
-        Hd = H.clone()
-        Hd[diag, diag] += damp * (10 ** attempt) * torch.mean(torch.diag(H))
-        try:
-            L = torch.linalg.cholesky(Hd)
-            return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-        except RuntimeError:
-            continue
-    raise UnsupportedError("the calibration Hessian is not positive definite: use more calibration samples")
-
-
-@torch.no_grad()
-def _gptq_act_order(W: torch.Tensor, H: torch.Tensor, grid: Any, *, block_size: int, damp: float,
-                    mask: torch.Tensor | None) -> torch.Tensor:
-    cols = W.shape[1]
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    if mask is not None:
-        W = W * mask
-    grid.prepare_static(W, torch.diag(H))
-    perm = torch.argsort(torch.diag(H), descending=True)
-    inv = torch.argsort(perm)
-    W = W[:, perm]
-    H = H[perm][:, perm]
-    M = mask[:, perm] if mask is not None else None
-    Hinv = _hinv_upper(H, damp)
-    Q = torch.zeros_like(W)
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            w = W1[:, i]
-            q = grid.quantize_static(w, int(perm[i1 + i]))
-            if M is not None:
-                q = q * M[:, i1 + i]
-            Q1[:, i] = q
-            err = (w - q) / Hinv1[i, i]
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            if M is not None:
-                W1[:, i:] *= M[:, i1 + i:i2]
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-        if M is not None:
-            W[:, i2:] *= M[:, i2:]
-    return Q[:, inv]
+    return obs_quantize(W, Hinv, lambda w, col, i: grid.quantize(w, i % g), block_size=block_size, mask=mask,
+                        on_column=start_group)
 
 
 # ---------------------------------------------------------------------------------------------
-# Block-by-block calibration
+# Block-by-block calibration: hooks on the calibration layer's scheduler
 # ---------------------------------------------------------------------------------------------
-
-class _Stop(Exception):
-    pass
-
-
-def find_blocks(model: Any) -> tuple[str, torch.nn.ModuleList]:
-    """The ModuleList of repeated transformer blocks holding most Linear layers."""
-    best: tuple[int, str, Any] | None = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.ModuleList) and len(mod) >= 1:
-            n = sum(isinstance(x, torch.nn.Linear) for x in mod.modules())
-            if n and (best is None or n > best[0]):
-                best = (n, name, mod)
-    if best is None:
-        raise UnsupportedError("no stack of transformer blocks with Linear layers found: use bnb-nf4 instead")
-    return best[1], best[2]
-
-
-def _first_out(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    return out[0] if hasattr(out, "__getitem__") else out
-
-
-@torch.no_grad()
-def capture_block_inputs(model: Any, block: Any, ids: torch.Tensor, batch_size: int) -> list[tuple[tuple, dict]]:
-    captured: list[tuple[tuple, dict]] = []
-
-    def hook(module: Any, args: tuple, kwargs: dict) -> None:
-        captured.append((args, kwargs))
-        raise _Stop
-
-    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
-    extra = {"use_cache": False} if getattr(model.config, "is_decoder", False) or hasattr(model, "generate") else {}
-    try:
-        for i in range(0, ids.shape[0], batch_size):
-            batch = ids[i:i + batch_size]
-            try:
-                model(input_ids=batch, attention_mask=torch.ones_like(batch), **extra)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    return captured
-
-
-def _hidden(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, dict]:
-    if args:
-        return args[0], args[1:], kwargs
-    kw = dict(kwargs)
-    return kw.pop("hidden_states"), (), kw
-
 
 @torch.no_grad()
 def calibrate_blocks(model: Any, ids: torch.Tensor, chosen: dict[str, Any], make_grid: Any, config: Any,
                      progress: bool = False) -> dict[str, Any]:
-    """Quantize every chosen Linear inside the block stack in place (weights replaced by grid values)."""
-    blocks_name, blocks = find_blocks(model)
-    inputs = capture_block_inputs(model, blocks[0], ids, config.batch_size)
+    """Quantize every chosen matrix inside the block stacks in place (weights replaced by grid values).
+
+    One forward of the model through :class:`~hfcompress.calibration.Sequential`: per block, the
+    Hessians ``2/N X^T X`` of each group of layers sharing an input are accumulated chunk by chunk
+    (``config.batch_size`` windows per chunk) from the block's unquantized forward, each matrix is
+    quantized (GPTQ), then the block's outputs — from its quantized weights — feed the next block.
+    With ``config.true_sequential`` the layers are quantized in execution order instead, each
+    seeing inputs from the already-quantized layers before it (lock-step chunks).
+    """
+    stacks = find_block_stacks(model)
+    targets = {n: t for n, t in chosen.items() if in_stacks(n, stacks)}
+    hess = Hessians(scale="mean2")
     grids: dict[str, Any] = {}
     done: list[str] = []
-    iterator = range(len(blocks))
-    if progress:
-        from tqdm.auto import tqdm
+    act_order = getattr(config, "act_order", False)
 
-        iterator = tqdm(iterator, desc="calibrated quantization", unit="block")
-    for b in iterator:
-        block = blocks[b]
-        prefix = f"{blocks_name}.{b}."
-        linears = {n: m for n, m in chosen.items() if n.startswith(prefix)}
-        hessians = {n: torch.zeros(m.in_features, m.in_features) for n, m in linears.items()}
-        counts = dict.fromkeys(linears, 0)
-        handles = []
-        for n, m in linears.items():
-            def acc(module: Any, inp: tuple, out: Any, n: str = n, hs: dict = hessians, cs: dict = counts) -> None:
-                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()
-                total = cs[n] + x.shape[0]
-                hs[n] *= cs[n] / total
-                x = math.sqrt(2 / total) * x
-                hs[n] += x.t() @ x
-                cs[n] = total
-            handles.append(m.register_forward_hook(acc))
-        try:
-            for args, kwargs in inputs:
-                block(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
-        for n, m in linears.items():
-            W = m.weight.data
+    def on_chunk(names: list[str], x: torch.Tensor) -> None:
+        hess.add(names[0], x)
+
+    def on_group(names: list[str], x: torch.Tensor | None) -> None:
+        if x is not None:
+            hess.add(names[0], x)
+        H, tokens = hess.pop(names[0])
+        for n in names:
+            m = targets[n]
+            W = m.weight
+            if not tokens:  # no calibration token reached it: plain rounding (identity Hessian)
+                H = torch.eye(W.shape[1])
             sparse = float((W == 0).float().mean()) > 0.01
             grid = make_grid(m)
-            Q = gptq_quantize(W, hessians[n], grid, block_size=config.block_size, damp=config.damp,
+            Q = gptq_quantize(W, H, grid, block_size=config.block_size, damp=config.damp,
                               mask=(W != 0).float() if sparse else None,
-                              act_order=getattr(config, "act_order", False) and hasattr(grid, "prepare_static"))
-            m.weight.data = Q.to(W.dtype)
+                              act_order=act_order and hasattr(grid, "prepare_static"))
+            if isinstance(m, torch.nn.Linear):
+                m.weight.data = Q.to(W.dtype)
+            else:
+                W.copy_(Q)
             grids[n] = grid
             done.append(n)
-        hessians.clear()
-        new_inputs = []
-        for args, kwargs in inputs:
-            hidden, rest, kw = _hidden(args, kwargs)
-            out = _first_out(block(hidden, *rest, **kw))
-            if args:
-                new_inputs.append(((out, *rest), kw))
-            else:
-                new_inputs.append(((), {**kw, "hidden_states": out}))
-        inputs = new_inputs
-    return {"grids": grids, "calibrated": done}
+
+    seq = Sequential(model, None, targets, on_group, on_chunk, config.batch_size, progress=progress,
+                     in_order=bool(getattr(config, "true_sequential", False)), stacks=stacks,
+                     compute_dtype=getattr(config, "calibration_torch_dtype", lambda: None)())
+    seq.run(ids)
+    return {"grids": grids, "calibrated": done, "no_tokens": list(seq.stats.get("no_tokens", []))}
+
+
+def _conv1d_targets(model: Any, skip: list[str]) -> dict[str, Any]:
+    """transformers ``Conv1D`` layers inside the blocks (bitsandbytes quantizes them like Linear)."""
+    try:
+        found = find_targets(model, find_block_stacks(model), experts=False)
+    except UsageError:
+        return {}
+    return {n: t for n, t in found.items() if isinstance(t, Conv1DTarget) and not _matches(n, skip)}
+
+
+def _no_tokens(info: dict[str, Any]) -> dict[str, Any]:
+    if not info.get("no_tokens"):
+        return {}
+    return {"no_calibration_tokens": sorted(info["no_tokens"]), "no_calibration_tokens_fallback": "round-to-nearest"}
 
 
 def _calibration(bundle: Any, config: _CalibratedConfig) -> torch.Tensor:
-    from ..data import calibration_ids
-
-    if bundle.tokenizer is None:
-        raise UsageError("calibration needs a tokenizer, and this model has none: save one with the model")
-    seq_len = config.calibration.seq_len
-    limit = getattr(bundle.model.config, "max_position_embeddings", None)
-    if limit and seq_len > limit:
-        raise UsageError(f"calibration seq_len {seq_len} exceeds the model's {limit} positions: pass --seq-len {limit}")
-    return calibration_ids(bundle.tokenizer, config.calibration)
+    return calibration_windows(bundle.tokenizer, bundle.model, config.calibration)
 
 
 @register(CalibratedNF4Config)
@@ -408,10 +299,11 @@ def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> 
     model = bundle.model
     check_not_quantized(model)
     chosen, kept = select_linears(model, config.skip_modules)
-    odd = sorted(n for n, m in chosen.items() if m.in_features % 64)
+    pool = {**chosen, **_conv1d_targets(model, list(config.skip_modules) + default_skip_modules(model))}
+    odd = sorted(n for n, m in pool.items() if m.in_features % 64)
     ids = _calibration(bundle, config)
     sparsity_before = input_sparsity(model, list(chosen))
-    targets = {n: m for n, m in chosen.items() if n not in odd}
+    targets = {n: m for n, m in pool.items() if n not in odd}
     info = calibrate_blocks(model, ids, targets, lambda m: NF4Grid(64, config.clip_search), config,
                             progress=getattr(ctx, "progress", False))
     summary = apply_bnb(bundle, BnbNF4Config(double_quant=config.double_quant, compute_dtype=config.compute_dtype,
@@ -422,6 +314,7 @@ def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> 
         "scheme": "NF4 codebook, absmax per block of 64; weights chosen by OBS error correction",
         "calibrated_modules": len(info["calibrated"]),
         "plain_nf4_modules": sorted(set(chosen) - set(info["calibrated"])),
+        **_no_tokens(info),
         "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
                         "dataset": config.calibration.dataset},
     })
@@ -488,6 +381,7 @@ def apply_calibrated_int4(bundle: Any, config: CalibratedInt4Config, ctx: Any) -
         "calibrated_modules": len(info["calibrated"]),
         "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
                         "dataset": config.calibration.dataset},
+        **_no_tokens(info),
     }
     summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))
     return summary
