@@ -189,8 +189,8 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
     """Upload the model ``folder`` to ``repo_id`` in ONE commit; return the commit URL.
 
     Refuses, before uploading anything, a missing token, a missing folder or a folder that
-    is not a model. A folder written by hfcompress without a README.md gets its model card
-    first. ``revision`` names a branch, created from main if new. Example::
+    is not a model. A folder written by hfcompress gets its model card rendered for ``repo_id``
+    first (unless its README.md is the user's own). ``revision`` names a branch, created from main if new. Example::
 
         push("out/tiny-int8", "alice/tiny-int8", private=True, revision="int8")
     """
@@ -199,10 +199,11 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not (path / "README.md").exists() and (path / "hfcompress.json").is_file():
-        from ..cards import write_card
+    if (path / "hfcompress.json").is_file():
+        from ..cards import is_generated_card, write_card
 
-        write_card(path, repo_id=repo_id)  # every pushed hfcompress output carries its card
+        if not (path / "README.md").exists() or is_generated_card(path):
+            write_card(path, repo_id=repo_id)  # the card names the repo it goes to (a user's own README stays)
     api = HfApi(endpoint=_endpoint(endpoint), token=tok, library_name="hfcompress")
     created_repo = created_branch = False
     try:
