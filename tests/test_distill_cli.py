@@ -38,9 +38,9 @@ def test_cli_training_args_and_resume(setup, tmp_path, capsys):
     common = ["distill", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
               "--seq-len", "32", "--output", str(out), "--no-progress",
               "--per_device_train_batch_size", "2", "--learning-rate", "1e-3", "--logging_steps", "1",
-              "--save_steps", "2", "--lr_scheduler_type", "constant"]
+              "--save_steps", "2", "--lr_scheduler_type", "constant", "--checkpoints", str(tmp_path / "ckpts")]
     assert main([*common, "--max_steps", "4"]) == 0
-    ckpts = Path(f"{out}-checkpoints")
+    ckpts = tmp_path / "ckpts"
     assert (ckpts / "checkpoint-4").is_dir()
     first = _report(out)["stages"][0]
     assert first["params"]["training"]["per_device_train_batch_size"] == 2
@@ -56,6 +56,21 @@ def test_cli_training_args_and_resume(setup, tmp_path, capsys):
     assert all("kd_loss" in e and "hard_loss" in e for e in state["log_history"] if "loss" in e)
     assert (out / "model.safetensors").is_file() and (out / "recipe.yaml").is_file()
     assert "distill/kd" in capsys.readouterr().out
+
+
+def test_checkpoints_kept_only_when_asked(setup, tmp_path, capsys):
+    """Without --checkpoints nothing is left beside the output (issue 19 item 11)."""
+    _, teacher, ds = setup
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds), "--seq-len", "32",
+                 "--output", str(out), "--no-progress", "--max_steps", "2", "--save_steps", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+    assert not any(p.name.startswith("checkpoint") for p in out.rglob("*"))
+    assert _report(out)["stages"][0]["summary"]["checkpoints"] is None
+    code = main(["distill", "--teacher", str(teacher), "--student-layers", "2", "--dataset", str(ds),
+                 "--output", str(tmp_path / "o2"), "--resume-from-checkpoint"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and "--checkpoints DIR" in err[-1]
 
 
 def test_cli_unknown_flag_is_one_line_error(setup, tmp_path, capsys):

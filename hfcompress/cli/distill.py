@@ -11,9 +11,10 @@ module form works under ``accelerate launch``::
 
 Every flag that is not an hfcompress flag is a ``transformers.TrainingArguments`` field
 (``--max_steps 200``, ``--learning-rate 1e-4``, ``--gradient_accumulation_steps 4``,
-``--bf16``, ...), parsed with ``HfArgumentParser``. Checkpoints go to
-``--checkpoints`` (default ``OUTPUT-checkpoints``; TrainingArguments' ``output_dir``);
-``--resume-from-checkpoint`` (no value: the latest one there) continues a run. The
+``--bf16``, ...), parsed with ``HfArgumentParser``. Checkpoints are kept only in
+``--checkpoints DIR`` (or TrainingArguments' ``output_dir``); without it they live in the
+run's temporary folder and are deleted with it. ``--resume-from-checkpoint`` (no value:
+the latest one in ``--checkpoints``) continues a run. The
 final model is written to ``--output`` atomically, with ``recipe.yaml`` and
 ``hfcompress.json``; under several processes only rank 0 writes it. See ``docs/DISTILLATION.md``.
 """
@@ -76,7 +77,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (pickle)")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoints", default=None,
-                   help="Trainer checkpoint folder (default: OUTPUT-checkpoints)")
+                   help="keep Trainer checkpoints in this folder (default: none kept; they live in the "
+                        "run's temporary folder and are deleted with it)")
     g.add_argument("--resume-from-checkpoint", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="resume from this checkpoint-N folder (no value: the latest in --checkpoints; default: start afresh)")
     add_output_args(p)
@@ -150,11 +152,15 @@ def _data(args: argparse.Namespace) -> dict[str, Any]:
             "max_samples": args.max_samples, "packing": not args.no_packing}
 
 
-def _training(args: argparse.Namespace) -> tuple[dict[str, Any], str, Any]:
+def _training(args: argparse.Namespace) -> tuple[dict[str, Any], str | None, Any]:
     training = parse_training_argv([a for a in getattr(args, "training_argv", []) if a != "--debug"])
-    checkpoints = training.pop("output_dir", None) or args.checkpoints or \
-        f"{os.path.abspath(args.output).rstrip('/')}-checkpoints"
+    # Checkpoints are kept only in a folder the user names; otherwise they live in the run's
+    # temporary work folder and go with it.
+    checkpoints = training.pop("output_dir", None) or args.checkpoints
     resume = training.pop("resume_from_checkpoint", None) or args.resume_from_checkpoint
+    if resume == "latest" and not checkpoints:
+        raise UsageError("--resume-from-checkpoint without a CHECKPOINT needs --checkpoints DIR (the folder of "
+                         "the earlier run's checkpoints): checkpoints are kept only where --checkpoints says")
     if args.no_progress:
         training.setdefault("disable_tqdm", True)
     return training, checkpoints, resume
@@ -190,7 +196,8 @@ def run_distill(args: argparse.Namespace) -> int:
         resume_from_checkpoint=resume))
     args.model = args.teacher
     args.device_map = None
-    print(f"checkpoints: {checkpoints}", file=sys.stderr)
+    if checkpoints:
+        print(f"checkpoints: {checkpoints}", file=sys.stderr)
     return _run(args, stage, "distill")
 
 
@@ -206,7 +213,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.loss == "kd" and not args.teacher:
         raise UsageError("--loss kd needs --teacher: the uncompressed model this one was made from")
     args.device_map = None
-    print(f"checkpoints: {checkpoints}", file=sys.stderr)
+    if checkpoints:
+        print(f"checkpoints: {checkpoints}", file=sys.stderr)
     return _run(args, stage, f"finetune-{args.method}")
 
 
