@@ -7,7 +7,8 @@ module form works under ``accelerate launch``::
         --dataset fixtures/enwiki-sample --seq-len 256 --output out/smol-15l \\
         --max_steps 200 --per_device_train_batch_size 4 --learning_rate 1e-4
 
-    accelerate launch --num_processes 1 --cpu -m hfcompress.cli.distill --teacher ... --output ...
+    accelerate launch --config_file configs/accelerate/cpu.yaml --num_processes 2 \
+        -m hfcompress.cli.distill --teacher ... --output ...
 
 Every flag that is not an hfcompress flag is a ``transformers.TrainingArguments`` field
 (``--max_steps 200``, ``--learning-rate 1e-4``, ``--gradient_accumulation_steps 4``,
@@ -163,7 +164,38 @@ def _training(args: argparse.Namespace) -> tuple[dict[str, Any], str | None, Any
                          "the earlier run's checkpoints): checkpoints are kept only where --checkpoints says")
     if args.no_progress:
         training.setdefault("disable_tqdm", True)
+    _distributed_training_defaults(training)
     return training, checkpoints, resume
+
+
+#: The accelerate config that runs this entry point as several CPU processes (see docs/DISTILLATION.md).
+ACCELERATE_CPU_CONFIG = "configs/accelerate/cpu.yaml"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def check_launch() -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N>1``: accelerate then starts ONE process
+    (its CPU launcher needs MPI), which would silently train alone on all the data."""
+    from accelerate.utils import str_to_bool
+
+    launched_for_many = "MASTER_PORT" in os.environ and str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false"))
+    spread = any(k in os.environ for k in ("WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if launched_for_many and not spread:
+        raise UsageError("`accelerate launch --cpu --num_processes N` starts a single process without MPI: use "
+                         f"`accelerate launch --config_file {ACCELERATE_CPU_CONFIG} --num_processes N -m "
+                         "hfcompress.cli.distill ...` (or torchrun --nproc_per_node N)")
+
+
+def _distributed_training_defaults(training: dict[str, Any]) -> None:
+    """Several processes and no CUDA: train on CPU (gloo), not each process alone."""
+    if _world_size() > 1 and "use_cpu" not in training:
+        import torch
+
+        if not torch.cuda.is_available():
+            training["use_cpu"] = True
 
 
 def _is_main_process() -> bool:
@@ -253,6 +285,11 @@ def register(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m hfcompress.cli.distill`` (and ``accelerate launch -m ...``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_launch()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     debug = ["--debug"] if "--debug" in argv else []
     return cli_main([*debug, "distill", *[a for a in argv if a != "--debug"]])
 
