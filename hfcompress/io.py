@@ -23,11 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import HFCompressError, OutputError, UsageError
 
 REPORT_NAME = "hfcompress.json"
 RECIPE_NAME = "recipe.yaml"
 REPORT_SCHEMA_VERSION = 1
+#: Limits for JSON files read from user folders (config.json, hfcompress.json, ...).
+MAX_JSON_BYTES = 64 << 20
+MAX_JSON_DEPTH = 100
 
 
 def check_output(output: str | os.PathLike, source: Path | None = None, overwrite: bool = False) -> Path:
@@ -46,8 +49,11 @@ def check_output(output: str | os.PathLike, source: Path | None = None, overwrit
         if any(out.iterdir()) and not overwrite:
             raise OutputError(f"output folder {output} already exists: pass --overwrite to replace it")
     parent = out.parent
-    while not parent.exists():
+    while not parent.exists() and not parent.is_symlink():
         parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create output folder {output}: {parent} is a file, not a folder: "
+                          "choose an --output whose parents are folders")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write to {parent}: choose a writable --output")
     return out
@@ -205,9 +211,84 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_json_bytes(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Strict JSON from bytes (UTF-8, no duplicate keys, at most ``max_depth`` levels); raises
+    ``ValueError`` whose text is a one-line reason."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        data = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise ValueError(f"duplicate key {exc.args[0]!r}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"nested more than {max_depth} levels deep") from None
+    if _depth(data) > max_depth:
+        raise ValueError(f"nested more than {max_depth} levels deep")
+    return data
+
+
+def read_json_file(path: str | os.PathLike, *, error: type[HFCompressError] = UsageError, fix: str,
+                   max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH, label: str | None = None) -> Any:
+    """Parse a JSON file a user gave us, with limits (size, depth, UTF-8, no duplicate keys).
+
+    Any problem is raised as ``error("<label>: <problem>: <fix>")`` (one line)::
+
+        cfg = read_json_file(folder / "config.json", error=ModelLoadError, fix="re-download the model")
+    """
+    p = Path(path)
+    label = label or p.name
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"{label}: cannot be read ({exc.strerror or type(exc).__name__}): {fix}") from None
+    if len(raw) > max_bytes:
+        raise error(f"{label}: larger than {max_bytes} bytes, the limit for this file: {fix}")
+    try:
+        return parse_json_bytes(raw, max_depth=max_depth)
+    except ValueError as exc:
+        raise error(f"{label}: {exc}: {fix}") from None
+
+
 def read_report(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``hfcompress.json`` of ``folder`` (None if it has none); a damaged one is a one-line
+    :class:`UsageError`."""
     p = Path(folder) / REPORT_NAME
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    fix = "it is damaged or was not written by hfcompress; re-run the command that wrote this folder"
+    data = read_json_file(p, fix=fix, max_bytes=16 << 20, label=str(p))
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: not a JSON object: {fix}")
+    return data
 
 
 def library_versions() -> dict[str, str]:

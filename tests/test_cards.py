@@ -89,6 +89,16 @@ def test_card_cli(output, capsys):
     assert 'from_pretrained("me/y")' in (output / "README.md").read_text()
 
 
+def test_snippet_loads_only_the_processor_the_folder_ships(output):
+    assert 'tokenizer = AutoTokenizer.from_pretrained("me/x")' in str(build_card(output, repo_id="me/x"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (output / name).unlink(missing_ok=True)
+    text = str(build_card(output, repo_id="me/x"))
+    assert "AutoTokenizer" not in text and 'model = AutoModelForCausalLM.from_pretrained("me/x")' in text
+    (output / "preprocessor_config.json").write_text("{}")
+    assert 'processor = AutoProcessor.from_pretrained("me/x")' in str(build_card(output, repo_id="me/x"))
+
+
 def test_card_needs_report(tmp_path):
     with pytest.raises(UsageError, match="no hfcompress.json"):
         build_card(tmp_path)

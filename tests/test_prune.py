@@ -505,7 +505,7 @@ def test_errors_before_work(llama_tok, bert_tok, cal_dataset):
     with pytest.raises(UsageError, match="removes none"):
         run(b, MagnitudeConfig(structured="layers", sparsity=0.1))
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in state.items())
-    with pytest.raises(UnsupportedError, match="head pruning is not supported for bert"):
+    with pytest.raises(UnsupportedError, match="heads pruning needs a config that can state the head size"):
         run(tiny_bert(bert_tok), MagnitudeConfig(structured="heads", sparsity=0.25))
     with pytest.raises(UnsupportedError, match="language-model loss"):
         run(tiny_bert(bert_tok, "feature-extraction"), TaylorConfig(calibration=cal(cal_dataset)))

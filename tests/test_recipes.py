@@ -107,3 +107,77 @@ def test_fuzzed_recipes_never_crash(data):
         parse_recipe(text)
     except RecipeError as exc:
         assert "\n" not in str(exc)
+
+
+# -- bounded loading (issue 16): aliases, duplicate keys, size, depth, encoding -----------------
+
+LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
+                 for i in range(9)) + "stages: [*l8]\n"
+
+BOUNDED = [
+    (LAUGHS, "anchors and aliases (&name / *name) are not allowed", 1),
+    ("base: &b {method: test-zero-rows}\nstages:\n  - prune: *b\n", "anchors and aliases", 1),
+    ("stages:\n  - prune: {method: test-zero-rows, <<: {rows: 2}}\n", None, None),  # merge key, no alias: fine
+    ("stages:\n  - prune:\n      method: test-zero-rows\n      rows: 1\n      rows: 2\n",
+     "duplicate key 'rows' (first on line 4): keep only one", 5),
+    ("stages: []\nname: a\nstages:\n  - prune: {method: test-zero-rows}\n", "duplicate key 'stages' (first on line 1)", 3),
+    ("stages:\n  - prune: {method: test-zero-rows, rows: 1, rows: 1}\n", "duplicate key 'rows'", 2),
+    ("stages: " + "[" * 10_000 + "]" * 10_000 + "\n", "nested more than 32 levels deep", 1),
+    ("stages: " + "{a: " * 10_000 + "1" + "}" * 10_000 + "\n", "nested more than 32 levels deep", 1),
+    ("stages:\n" + "".join("  " * i + "- \n" for i in range(40)), "nested more than 32 levels deep", 33),
+    ("stages: [" + ", ".join(["{}"] * 2500) + "]\n", "more than 2000 values", 1),
+    ("name: " + "x" * 70_000 + "\nstages: []\n", "more than the 65536 a recipe may have", None),
+]
+
+
+@pytest.mark.parametrize("text, fragment, line", BOUNDED, ids=[f"bounded-{i}" for i in range(len(BOUNDED))])
+def test_bounded_loading(text, fragment, line):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        if fragment is None:
+            assert parse_recipe(text, source="r.yaml").stages[0].rows == 2
+            return
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(text, source="r.yaml")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    msg = str(info.value)
+    assert fragment in msg and "\n" not in msg, msg
+    if line is not None:
+        assert msg.startswith(f"r.yaml:{line}:"), msg
+    assert peak < 32 << 20, f"{peak / 2**20:.0f} MiB to refuse a {len(text)}-byte recipe"
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ("stages:\n  - prune: {method: test-zero-rows}  # café\n".encode("latin-1"), "r.yaml:2: not UTF-8 text (byte 0xe9"),
+    (b"\xff\xfe" + "stages: []\n".encode("utf-16-le"), "r.yaml:1: not UTF-8 text (byte 0xff at offset 0)"),
+    (b"\x00" * 10, "not valid YAML"),
+    (b"stages: [" + b"1, " * 30_000 + b"]", "larger than the 65536 bytes"),
+])
+def test_recipe_files_with_limits(tmp_path, raw, fragment):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert fragment in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_utf8_bom_and_dump_without_aliases(tmp_path, monkeypatch):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    recipe = load_recipe(path)
+    assert recipe == parse_recipe(GOOD)
+    # an object that appears twice would be written as an anchor + alias by yaml.safe_dump,
+    # which load_recipe refuses: dump_recipe writes the values out
+    shared = ["model.layers.0.mlp", "model.layers.1.mlp"]
+    recipe = Recipe(stages=[ZeroRowsConfig(rows=1, modules=shared), ZeroRowsConfig(rows=2, modules=shared)])
+    data = recipe.to_dict()
+    data["stages"][1]["prune"]["modules"] = data["stages"][0]["prune"]["modules"]
+    monkeypatch.setattr(Recipe, "to_dict", lambda self: data)
+    text = dump_recipe(recipe)
+    assert "&" not in text and "*" not in text
+    monkeypatch.undo()
+    assert parse_recipe(text) == recipe

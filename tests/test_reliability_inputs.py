@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,21 @@ RECIPES = {
                     "samples: 2, seq_len: 4096}\n",
     "eval-empty-split": "stages:\n  - evaluate: {method: perplexity, dataset: '{emptyds}', split: test}\n",
     "eval-ppl-classifier": "stages:\n  - evaluate: {method: perplexity, dataset: '{emptyds}', split: train}\n",
+    # bounded loading: a 600-byte "billion laughs" recipe grew the process to 2.6 GB
+    "billion-laughs": "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
+                              for i in range(9)) + "stages: [*l8]\n",
+    "anchor": "stages:\n  - prune: &p {method: magnitude, sparsity: 0.5}\n",
+    "duplicate-key": "stages:\n  - prune:\n      method: magnitude\n      sparsity: 0.5\n      sparsity: 0.9\n",
+    "duplicate-top-key": "stages:\n  - prune: {method: magnitude, sparsity: 0.5}\nstages: []\n",
+    "deep-flow": "stages: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep-block": "stages:\n" + "".join("  " * i + f"- k{i}:\n" for i in range(60)),
+    "many-values": "stages: [" + ", ".join(["1"] * 2500) + "]\n",
+    "oversized": "name: " + "x" * 70_000 + "\nstages: []\n",
+}
+#: Recipes that are not text: written as bytes.
+RAW_RECIPES = {
+    "latin1": "stages:\n  - prune: {method: magnitude, sparsity: 0.5}  # déjà\n".encode("latin-1"),
+    "binary": bytes(range(256)) * 4,
 }
 
 
@@ -144,6 +160,59 @@ CLI_CASES = [
     Case("recipe-invalid-yaml", ["compress", "{llama}", "-r", r("bad-yaml"), "-o", OUT], 2, ("not valid YAML",)),
     Case("recipe-file-missing", ["compress", "{llama}", "-r", "{tmp}/missing.yaml", "-o", OUT], 2,
          ("recipe file", "not found")),
+    Case("recipe-billion-laughs", ["compress", "{llama}", "-r", r("billion-laughs"), "-o", OUT], 2,
+         ("r-billion-laughs.yaml:1:", "anchors and aliases", "write the values out")),
+    Case("recipe-anchor", ["compress", "{llama}", "-r", r("anchor"), "-o", OUT], 2,
+         ("r-anchor.yaml:2:", "anchors and aliases")),
+    Case("recipe-duplicate-key", ["compress", "{llama}", "-r", r("duplicate-key"), "-o", OUT], 2,
+         ("r-duplicate-key.yaml:5:", "duplicate key 'sparsity' (first on line 4)", "keep only one")),
+    Case("recipe-duplicate-top-key", ["compress", "{llama}", "-r", r("duplicate-top-key"), "-o", OUT], 2,
+         ("r-duplicate-top-key.yaml:3:", "duplicate key 'stages' (first on line 1)")),
+    Case("recipe-nested-5000-deep", ["compress", "{llama}", "-r", r("deep-flow"), "-o", OUT], 2,
+         ("r-deep-flow.yaml:1:", "nested more than 32 levels deep")),
+    Case("recipe-nested-block-deep", ["compress", "{llama}", "-r", r("deep-block"), "-o", OUT], 2,
+         ("nested more than 32 levels deep",)),
+    Case("recipe-too-many-values", ["compress", "{llama}", "-r", r("many-values"), "-o", OUT], 2,
+         ("more than 2000 values",)),
+    Case("recipe-oversized", ["compress", "{llama}", "-r", r("oversized"), "-o", OUT], 2,
+         ("r-oversized.yaml", "larger than the 65536 bytes", "right file")),
+    Case("recipe-not-utf8", ["compress", "{llama}", "-r", r("latin1"), "-o", OUT], 2,
+         ("r-latin1.yaml:2:", "not UTF-8 text (byte 0xe9", "save the recipe as UTF-8")),
+    Case("recipe-binary", ["compress", "{llama}", "-r", r("binary"), "-o", OUT], 2,
+         ("r-binary.yaml", "not UTF-8 text")),
+    # -- broken model files: one line naming the file and the fix (never `unexpected failure`)
+    Case("safetensors-truncated", ["compress", "{st-truncated}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("model.safetensors is not a valid safetensors file", "lies outside the file", "re-download")),
+    Case("safetensors-garbage", ["compress", "{st-garbage}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("model.safetensors is not a valid safetensors file", "over the 100 MB limit")),
+    Case("safetensors-empty", ["compress", "{st-empty}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("model.safetensors is not a valid safetensors file (empty file)",)),
+    Case("safetensors-oversized-header", ["compress", "{st-huge-header}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("header length 1099511627776 bytes is over the 100 MB limit",)),
+    Case("safetensors-header-beyond-file", ["compress", "{st-short-header}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("is beyond the file size",)),
+    Case("safetensors-header-not-json", ["compress", "{st-bad-json}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("header is not valid JSON",)),
+    Case("safetensors-wrong-byte-count", ["compress", "{st-wrong-size}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("not the", "its shape", "need")),
+    Case("safetensors-symlink-to-text", ["compress", "{st-symlink}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("model.safetensors (a link to", "notes.txt) is not a valid safetensors file")),
+    Case("safetensors-shard-missing", ["compress", "{st-missing-shard}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("model.safetensors.index.json names model-00002-of-00002.safetensors, which is missing",)),
+    Case("config-shapes-not-weights", ["compress", "{cfg-shapes}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("config.json of", "does not match its weights", "weight(s) differ", "weights [", "config [",
+          "use the config.json saved with these weights")),
+    Case("config-not-utf8", ["compress", "{cfg-latin1}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("config.json: not UTF-8 text", "re-download")),
+    Case("config-nested-deep", ["compress", "{cfg-deep}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("config.json: nested more than 100 levels deep",)),
+    Case("config-duplicate-key", ["compress", "{cfg-dup}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("config.json: duplicate key 'hidden_size'",)),
+    Case("tokenizer-json-corrupt", ["compress", "{tok-json}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("tokenizer.json: not valid JSON", "restore the tokenizer")),
+    Case("tokenizer-config-corrupt", ["compress", "{tok-config}", "-r", r("magnitude"), "-o", OUT], 1,
+         ("tokenizer_config.json: not valid JSON",)),
+    Case("report-json-damaged", ["card", "{bad-report}"], 2, ("hfcompress.json: nested more than",)),
     # -- data
     Case("calibration-dataset-missing", ["compress", "{llama}", "-r", r("cal-missing"), "-o", OUT], 2,
          ("fixtures/no-such-dataset",), needs=("prune", "wanda"), hub=True),
@@ -171,6 +240,26 @@ CLI_CASES = [
          ("already exists: pass --overwrite",)),
     Case("output-is-a-file", ["compress", "{llama}", "-r", r("magnitude"), "-o", "{afile}"], 1,
          ("exists and is a file",)),
+    Case("output-below-a-file", ["compress", "{llama}", "-r", r("magnitude"), "-o", "{afile}/out"], 1,
+         ("cannot create output folder", "afile is a file, not a folder", "whose parents are folders")),
+    Case("output-two-below-a-file", ["compress", "{llama}", "-r", r("magnitude"), "-o", "{afile}/a/out"], 1,
+         ("afile is a file, not a folder",)),
+    Case("pull-output-below-a-file", ["pull", "hfc-tester/any-model", "--no-load", "--output", "{afile}/out"], 1,
+         ("afile is a file, not a folder",)),
+    # -- flags validated by a config class: one line naming the flag (not pydantic's text)
+    Case("cli-samples-zero", ["prune", "{llama}", "--method", "wanda", "--sparsity", "0.5", "--calibration",
+                              "{tinyds}", "--samples", "0", "-o", OUT], 2,
+         ("--samples 0: input should be greater than or equal to 1", "hfcompress prune --help"),
+         needs=("prune", "wanda")),
+    Case("cli-samples-negative", ["prune", "{llama}", "--method", "wanda", "--sparsity", "0.5", "--calibration",
+                                  "{tinyds}", "--samples", "-3", "-o", OUT], 2, ("--samples -3:",),
+         needs=("prune", "wanda")),
+    Case("cli-seq-len-zero", ["prune", "{llama}", "--method", "wanda", "--sparsity", "0.5", "--calibration",
+                              "{tinyds}", "--seq-len", "0", "-o", OUT], 2, ("--seq-len 0: input should be",),
+         needs=("prune", "wanda")),
+    Case("cli-quantize-seq-len-negative", ["quantize", "{llama}", "--method", "gptq", "--calibration", "{tinyds}",
+                                           "--seq-len", "-1", "-o", OUT], 2,
+         ("--seq-len -1:", "hfcompress quantize --help"), needs=("quantize", "gptq")),
     Case("private-without-push", ["compress", "{llama}", "-r", r("magnitude"), "-o", OUT, "--private"], 2,
          ("--private only applies with --push-to-hub",)),
     Case("bad-dtype", ["compress", "{llama}", "-r", r("magnitude"), "-o", OUT, "--dtype", "int3"], 2,
@@ -199,6 +288,29 @@ CLI_CASES = [
          ("cannot reach the Hub for hfc-tester/any-model",), offline=True),
     Case("pull-output-not-empty", ["pull", "{public}", "--no-load", "--output", "{existing}"], 2,
          ("exists and is not empty",), hub=True),
+    # push refuses pickle files before any network call (the endpoint is a closed port)
+    Case("push-pickle-beside-safetensors", ["push", "{with-pickle}", "hfc-tester/never", "--endpoint",
+                                            "http://127.0.0.1:9"], 2,
+         ("holds pickle files (pytorch_model.bin)", "run code when loaded", "--allow-pickle")),
+    Case("push-pickle-in-subfolder", ["push", "{nested-pickle}", "hfc-tester/never", "--endpoint",
+                                      "http://127.0.0.1:9"], 2,
+         ("extra/optimizer.pt", "extra/state.pkl", "--allow-pickle")),
+    # pull is atomic, loading included: a pull that fails leaves no --output folder
+    Case("pull-pickle-only-repo", ["pull", "{pickle-repo}", "--output", OUT], 1,
+         ("no safetensors weights", "--allow-pickle"), hub=True),
+    Case("pull-broken-tokenizer-repo", ["pull", "{badtok-repo}", "--output", OUT], 1,
+         ("tokenizer.json: not valid JSON",), hub=True),
+    Case("pull-truncated-weights-repo", ["pull", "{truncated-repo}", "--output", OUT], 1,
+         ("model.safetensors is not a valid safetensors file",), hub=True),
+    # tokens: --token-file (not visible in ps)
+    Case("token-file-missing", ["push", "{llama}", "hfc-tester/never", "--token-file", "{tmp}/no-token"], 2,
+         ("--token-file", "cannot be read", "give a file holding the Hub token")),
+    Case("token-file-empty", ["pull", "hfc-tester/any-model", "--no-load", "--token-file", "{afile}.empty"], 2,
+         ("does not hold a token",)),
+    Case("token-and-token-file", ["push", "{llama}", "hfc-tester/never", "--token", "x", "--token-file",
+                                  "{afile}"], 2, ("give --token-file or --token, not both",)),
+    Case("pull-bad-token-file-token", ["pull", "{private}", "--no-load", "--token-file", "{bad-token-file}"], 1,
+         ("refused the token", "HTTP 401"), hub=True, token=False),
 ]
 
 
@@ -256,8 +368,91 @@ def world(tmp_path_factory) -> dict[str, str]:
     for name, text in RECIPES.items():
         (root / f"r-{name}.yaml").write_text(text.replace("{tinyds}", w["tinyds"]).replace("{emptyds}", w["emptyds"]))
         w[f"recipe:{name}"] = str(root / f"r-{name}.yaml")
+    for name, raw in RAW_RECIPES.items():
+        (root / f"r-{name}.yaml").write_bytes(raw)
+        w[f"recipe:{name}"] = str(root / f"r-{name}.yaml")
+    w.update(_broken_models(root, Path(w["llama"]), pickle_dir))
+    (root / "afile.empty").write_text("\n")
+    (root / "bad-token-file").write_text("not-a-valid-token\n")
+    w["bad-token-file"] = str(root / "bad-token-file")
     w["root"] = str(root)
     return w
+
+
+def _broken_models(root: Path, llama: Path, pickle_dir: Path) -> dict[str, str]:
+    """Copies of the tiny llama with one file damaged each (and folders push must refuse)."""
+    import shutil
+    import struct
+
+    out: dict[str, str] = {}
+
+    def variant(name: str, damage) -> None:
+        folder = root / "broken" / name
+        shutil.copytree(llama, folder)
+        damage(folder)
+        out[name] = str(folder)
+
+    def st(folder: Path) -> Path:
+        return folder / "model.safetensors"
+
+    def header(folder: Path, n: int, rest: bytes) -> None:
+        st(folder).write_bytes(struct.pack("<Q", n) + rest)
+
+    def symlink(folder: Path) -> None:
+        (root / "broken" / "notes.txt").write_text("not a model, just notes\n" * 40)
+        st(folder).unlink()
+        os.symlink(root / "broken" / "notes.txt", st(folder))
+
+    def wrong_size(folder: Path) -> None:
+        head = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
+        header(folder, len(head), head + bytes(8))
+
+    def missing_shard(folder: Path) -> None:
+        st(folder).rename(folder / "model-00001-of-00002.safetensors")
+        index = {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors",
+                                                "model.norm.weight": "model-00001-of-00002.safetensors"}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    def config(edit) -> Callable[[Path], None]:
+        def damage(folder: Path) -> None:
+            (folder / "config.json").write_bytes(edit((folder / "config.json").read_bytes()))
+        return damage
+
+    def shapes(raw: bytes) -> bytes:
+        cfg = json.loads(raw)
+        cfg.update(hidden_size=32, intermediate_size=64)
+        return json.dumps(cfg).encode()
+
+    variant("st-truncated", lambda f: st(f).write_bytes(st(f).read_bytes()[:5000]))
+    variant("st-garbage", lambda f: st(f).write_bytes(hashlib.sha256(b"x").digest() * 100))
+    variant("st-empty", lambda f: st(f).write_bytes(b""))
+    variant("st-huge-header", lambda f: header(f, 2 ** 40, b"{}"))
+    variant("st-short-header", lambda f: header(f, 1000, b"{" + b" " * 90))
+    variant("st-bad-json", lambda f: header(f, 16, b"not json at all!" + bytes(64)))
+    variant("st-wrong-size", wrong_size)
+    variant("st-symlink", symlink)
+    variant("st-missing-shard", missing_shard)
+    variant("cfg-shapes", config(shapes))
+    variant("cfg-latin1", config(lambda raw: raw.replace(b'"llama"', '"llamà"'.encode("latin-1"))))
+    variant("cfg-deep", config(lambda raw: b'{"a": ' * 5000 + b"1" + b"}" * 5000))
+    variant("cfg-dup", config(lambda raw: raw.replace(b"{", b'{"hidden_size": 8, ', 1)))
+    variant("tok-json", lambda f: (f / "tokenizer.json").write_text('{"version": "1.0", "trunc'))
+    variant("tok-config", lambda f: (f / "tokenizer_config.json").write_text("{oops"))
+    variant("with-pickle", lambda f: shutil.copy(pickle_dir / "pytorch_model.bin", f / "pytorch_model.bin"))
+
+    def nested(folder: Path) -> None:
+        (folder / "extra").mkdir()
+        (folder / "extra" / "optimizer.pt").write_bytes(b"pickle")
+        (folder / "extra" / "state.pkl").write_bytes(b"pickle")
+        (folder / ".cache").mkdir()
+        (folder / ".cache" / "ignored.bin").write_bytes(b"not uploaded: hidden")
+
+    variant("nested-pickle", nested)
+    bad_report = root / "broken" / "bad-report"
+    shutil.copytree(llama, bad_report)
+    (bad_report / "hfcompress.json").write_text("[" * 5000 + "]" * 5000)
+    out["bad-report"] = str(bad_report)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +465,11 @@ def hub_repos(request, world) -> dict[str, str]:
     for kind, repo in repos.items():
         api.create_repo(repo, private=kind == "private")
         api.upload_folder(folder_path=world["llama"], repo_id=repo)
+    for kind, folder in (("pickle", world["pickle"]), ("badtok", world["tok-json"]),
+                         ("truncated", world["st-truncated"])):
+        repo = repos[f"{kind}-repo"] = f"{hub.user}/catalogue-{kind}-{uid}"
+        api.create_repo(repo)
+        api.upload_folder(folder_path=folder, repo_id=repo)
     return repos
 
 
@@ -428,7 +628,54 @@ def _api_cases(world: dict[str, str], out: Path):
         from hfcompress.data import load_texts
         load_texts(world["emptyds"], split="train", column="body")
 
+    def load_broken(key):
+        def run():
+            hfcompress.load(world[key])
+        return run
+
+    def recipe_laughs():
+        _recipe(RECIPES["billion-laughs"])
+
+    def recipe_duplicate():
+        _recipe(RECIPES["duplicate-key"])
+
+    def recipe_not_utf8():
+        from hfcompress.recipes import load_recipe
+        load_recipe(world["recipe:latin1"])
+
+    def push_pickle():
+        from hfcompress.hub import push
+        push(world["with-pickle"], "hfc-tester/never", token="x", endpoint="http://127.0.0.1:9")
+
+    def damaged_report():
+        from hfcompress.io import read_report
+        read_report(world["bad-report"])
+
+    def pull_below_file():
+        from hfcompress.hub import pull
+        pull("hfc-tester/never", output=world["root"] + "/afile/out", token="x", endpoint="http://127.0.0.1:9")
+
+    def token_file_missing():
+        from hfcompress.hub.transfer import read_token_file
+        read_token_file(world["root"] + "/no-token")
+
     return [
+        ("recipe-billion-laughs", recipe_laughs, errors.RecipeError, ("anchors and aliases",), None),
+        ("recipe-duplicate-key", recipe_duplicate, errors.RecipeError, ("recipe:5:", "duplicate key 'sparsity'"),
+         None),
+        ("recipe-not-utf8", recipe_not_utf8, errors.RecipeError, ("not UTF-8 text",), None),
+        ("load-truncated-safetensors", load_broken("st-truncated"), errors.ModelLoadError,
+         ("model.safetensors is not a valid safetensors file", "truncated"), None),
+        ("load-safetensors-symlink", load_broken("st-symlink"), errors.ModelLoadError, ("a link to",), None),
+        ("load-config-shapes", load_broken("cfg-shapes"), errors.ModelLoadError, ("does not match its weights",),
+         None),
+        ("load-config-deep", load_broken("cfg-deep"), errors.ModelLoadError, ("nested more than",), None),
+        ("load-broken-tokenizer", load_broken("tok-json"), errors.ModelLoadError,
+         ("tokenizer.json: not valid JSON",), None),
+        ("push-pickle", push_pickle, errors.UsageError, ("pytorch_model.bin", "allow_pickle=True"), None),
+        ("read-damaged-report", damaged_report, errors.UsageError, ("hfcompress.json: nested more than",), None),
+        ("pull-output-below-a-file", pull_below_file, errors.OutputError, ("is a file, not a folder",), None),
+        ("token-file-missing", token_file_missing, errors.UsageError, ("--token-file", "cannot be read"), None),
         ("load-missing-folder", load_missing, errors.ModelLoadError, ("does not exist",), None),
         ("load-not-a-model", load_not_model, errors.ModelLoadError, ("no config.json",), None),
         ("load-pickle-without-opt-in", load_pickle, errors.ModelLoadError, ("allow_pickle=True",), None),
@@ -460,8 +707,7 @@ def _api_cases(world: dict[str, str], out: Path):
     ]
 
 
-API_IDS = [c[0] for c in _api_cases({k: "" for k in ("root", "notmodel", "pickle", "t5", "llama", "existing",
-                                                       "noweights", "tinyds", "emptyds")}, Path("."))]
+API_IDS = [c[0] for c in _api_cases({}, Path("."))]
 
 
 @pytest.mark.parametrize("case_id", API_IDS)

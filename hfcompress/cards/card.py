@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from ..errors import UsageError
 from ..io import RECIPE_NAME, read_report
 from ..loading import TASKS
+from ..loading.load import PROCESSOR_FILES, read_config_json
 from ..reports import render_markdown
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
@@ -138,16 +138,28 @@ def _evaluation_table(report: dict[str, Any]) -> str:
     return render_markdown(report, title=None)
 
 
-def _load_snippet(config: dict[str, Any], task_auto: str, repo: str) -> tuple[str, bool]:
+def _processor_class(folder: Path) -> str | None:
+    """The Auto class that loads the folder's tokenizer / processor; None when it ships neither
+    (the card then does not tell users to load one)."""
+    names = {p.name for p in folder.iterdir()}
+    if names & {"preprocessor_config.json", "processor_config.json"}:
+        return "AutoProcessor"
+    return "AutoTokenizer" if names & set(PROCESSOR_FILES) else None
+
+
+def _load_snippet(config: dict[str, Any], task_auto: str, repo: str,
+                  processor: str | None = "AutoTokenizer") -> tuple[str, bool]:
     quant = (config.get("quantization_config") or {}).get("quant_method", "")
     needs_import = str(quant).startswith("hfcompress")
     lines = []
     if needs_import:
         lines.append("import hfcompress  # registers this checkpoint format with transformers")
-    lines.append(f"from transformers import {task_auto}, AutoTokenizer")
+    lines.append(f"from transformers import {task_auto}" + (f", {processor}" if processor else ""))
     lines.append("")
     lines.append(f'model = {task_auto}.from_pretrained("{repo}")')
-    lines.append(f'tokenizer = AutoTokenizer.from_pretrained("{repo}")')
+    if processor:
+        name = "tokenizer" if processor == "AutoTokenizer" else "processor"
+        lines.append(f'{name} = {processor}.from_pretrained("{repo}")')
     return "\n".join(lines), needs_import
 
 
@@ -163,13 +175,13 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
     if report is None:
         raise UsageError(f"{folder} has no hfcompress.json: it was not written by hfcompress "
                          "(run `hfcompress compress` / `prune` / `quantize` to produce one)")
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = read_config_json(folder) if (folder / "config.json").is_file() else {}
     source = report.get("source", {})
     base_model = source.get("repo_id")
     pipeline_tag = report.get("pipeline_tag")
     task_auto = TASKS.get(report.get("task", ""), ("AutoModel",))[0]
     tags, relation, datasets, limitations = _stage_facts(report)
-    snippet, needs_import = _load_snippet(config, task_auto, repo_id or "REPO_ID")
+    snippet, needs_import = _load_snippet(config, task_auto, repo_id or "REPO_ID", _processor_class(folder))
     if needs_import:
         limitations.append("This checkpoint uses an hfcompress format: `import hfcompress` before "
                            "`from_pretrained` (the snippet above does).")

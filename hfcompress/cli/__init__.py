@@ -3,8 +3,9 @@
 Each command group lives in its own module of this package and exposes
 ``register(subparsers)``; it adds its sub-command(s) with ``set_defaults(func=handler)``
 where ``handler(args) -> int``. Errors derived from :class:`hfcompress.errors.HFCompressError`
-are printed as one line (``error: ...``) with their exit code; ``--debug`` shows the
-traceback instead.
+are printed as one line (``error: ...``) with their exit code; ``--debug`` also shows the
+traceback. A pydantic ``ValidationError`` about a value that came from a flag (``--samples 0``)
+is a usage error naming the flag (exit 2).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("HFCOMPRESS_DEBUG") == "1"
     _register_argv_secrets(argv)
+    args = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -74,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, HFCompressError):
             print(f"error: {redact(str(exc))}", file=sys.stderr)
             return exc.exit_code
+        flag_error = _flag_error(exc, args)
+        if flag_error:
+            print(f"error: {redact(flag_error)}", file=sys.stderr)
+            return 2
         if isinstance(exc, OSError) and exc.errno == 28:
             print("error: no space left on device: free disk space or choose another --output", file=sys.stderr)
             return 1
@@ -81,6 +87,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected failure: {redact(one_line)} (re-run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+#: Config fields whose flag is not ``--<field with dashes>``.
+_FIELD_FLAGS = {"dataset": "--calibration", "config": "--calibration-config", "split": "--calibration-split"}
+
+
+def _flag_error(exc: BaseException, args: argparse.Namespace | None) -> str | None:
+    """One line for a pydantic ``ValidationError`` on a value given by a flag; None otherwise."""
+    errors = getattr(exc, "errors", None)
+    if args is None or type(exc).__name__ != "ValidationError" or not callable(errors):
+        return None
+    err = errors()[0]
+    field = next((str(x) for x in reversed(err.get("loc", ())) if isinstance(x, str)), None)
+    if field is None or not hasattr(args, field):
+        return None
+    flag = _FIELD_FLAGS.get(field, "--" + field.replace("_", "-"))
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    msg = msg[:1].lower() + msg[1:]
+    return f"{flag} {getattr(args, field)!r}: {msg} (see `hfcompress {args.command} --help`)"
 
 
 def _register_argv_secrets(argv: list[str]) -> None:

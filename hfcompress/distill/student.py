@@ -9,8 +9,10 @@ Three ways::
     student = student_from_pretrained("out/smol-minitron")    # a structurally pruned folder
 
 ``student_from_layers`` is DistilBERT-style initialisation: a copy of the teacher
-(embeddings, norms, head) that keeps a subset of its layers, with ``num_hidden_layers``,
-``layer_types`` and each attention module's ``layer_idx`` renumbered.
+(embeddings, norms, head) that keeps a subset of the blocks of every stack (or of the decoder
+only), rebuilt from the rewritten config (depth, ``layer_types`` and other per-layer lists,
+layer indices), so it reloads with ``from_pretrained``. The default choice of blocks keeps the
+teacher's layer pattern (sliding-window / global attention layers in proportion).
 """
 
 from __future__ import annotations
@@ -42,12 +44,29 @@ def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return min(candidates, key=lambda item: item[0].count("."))
 
 
-def select_layers(total: int, keep: int | list[int]) -> list[int]:
-    """Indices of the layers to keep: an explicit list, or ``keep`` evenly spaced layers.
+def _even(indices: list[int], count: int) -> list[int]:
+    """``count`` evenly spaced entries of ``indices`` (every k-th from the first when it divides)."""
+    n = len(indices)
+    if count <= 0:
+        return []
+    if count >= n:
+        return list(indices)
+    if n % count == 0:
+        return indices[:: n // count]
+    if count == 1:
+        return [indices[-1]]
+    return sorted({indices[round(i * (n - 1) / (count - 1))] for i in range(count)})
+
+
+def select_layers(total: int, keep: int | list[int], layer_types: list[Any] | None = None) -> list[int]:
+    """Indices of the layers to keep: an explicit list, or ``keep`` layers chosen evenly.
 
     When ``total`` is a multiple of ``keep`` this is every ``total/keep``-th layer from the
     first (15 of 30 -> 0, 2, ..., 28: "every other layer"); otherwise evenly spaced from the
-    first to the last layer.
+    first to the last layer. With ``layer_types`` (one entry per layer, e.g. sliding-window /
+    global attention) the kept layers keep the pattern's proportions: each kind gets its share
+    of ``keep`` (at least one when there is room), spread evenly over that kind's layers — five
+    sliding-window layers then a global one, halved, keep two sliding-window layers and the global.
     """
     if isinstance(keep, (list, tuple)):
         idx = sorted(set(int(i) for i in keep))
@@ -58,51 +77,59 @@ def select_layers(total: int, keep: int | list[int]) -> list[int]:
     if not 1 <= keep <= total:
         raise UsageError(f"the student must keep between 1 and {total} layers, got {keep}: "
                          f"e.g. --student-layers {max(1, total // 2)}")
-    if total % keep == 0:
-        step = total // keep
-        return list(range(0, total, step))
-    if keep == 1:
-        return [0]
-    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+    kinds: dict[Any, list[int]] = {}
+    if isinstance(layer_types, (list, tuple)) and len(layer_types) == total:
+        for i, t in enumerate(layer_types):
+            kinds.setdefault(t, []).append(i)
+    if len(kinds) < 2:
+        return _even(list(range(total)), keep)
+    share = {k: keep * len(v) / total for k, v in kinds.items()}
+    count = {k: min(len(kinds[k]), max(1 if keep >= len(kinds) else 0, int(share[k]))) for k in kinds}
+    while sum(count.values()) > keep:  # the at-least-one rule overshot: take from the largest
+        k = max((k for k in count if count[k] > 1), key=lambda k: count[k])
+        count[k] -= 1
+    while sum(count.values()) < keep:  # largest remainder first
+        k = max((k for k in kinds if count[k] < len(kinds[k])), key=lambda k: share[k] - count[k])
+        count[k] += 1
+    return sorted(i for k, idx in kinds.items() for i in _even(idx, count[k]))
 
 
-def student_from_layers(teacher: nn.Module, keep: int | list[int]) -> tuple[nn.Module, list[int]]:
-    """A copy of ``teacher`` keeping the layers ``keep`` (a count or explicit indices).
+def student_from_layers(teacher: nn.Module, keep: int | list[int], *, stacks: str = "all"
+                        ) -> tuple[nn.Module, list[int] | dict[str, list[int]]]:
+    """A copy of ``teacher`` keeping the blocks ``keep`` (a count or explicit indices) of each stack.
 
-    Returns ``(student, kept_indices)``. The teacher is not modified.
+    Works on any model whose blocks :func:`~hfcompress.calibration.blocks.find_block_stacks`
+    finds. ``stacks="all"`` cuts every stack (encoder and decoder of an encoder–decoder model),
+    ``"decoder"`` only the decoder stack(s). The student is rebuilt from the teacher's rewritten
+    config (depth, per-layer lists such as ``layer_types``, layer indices) with the teacher's
+    weights, so ``from_pretrained`` reloads it as is. Returns ``(student, kept)``: ``kept`` is the
+    list of kept indices for one stack, ``{stack name: indices}`` for several. The teacher is not
+    modified.
     """
-    total = _num_layers(teacher.config)
-    kept = select_layers(total, keep)
-    student = copy.deepcopy(teacher)
-    path, _ = find_layer_list(student)
-    parent_name, _, attr = path.rpartition(".")
-    parent = student.get_submodule(parent_name) if parent_name else student
-    old = getattr(parent, attr)
-    new = nn.ModuleList([old[i] for i in kept])
-    setattr(parent, attr, new)
-    for new_idx, layer in enumerate(new):
-        for module in layer.modules():
-            if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
-                module.layer_idx = new_idx
-            if hasattr(module, "layer_id") and isinstance(module.layer_id, int):
-                module.layer_id = new_idx
-    _update_depth(student.config, kept)
-    return student, kept
+    from ..calibration.blocks import find_block_stacks
+    from ..layouts.discover import layout_for
+    from ..layouts.surgery import keep_layers_in_config, rebuild, renumber_blocks
 
-
-def _update_depth(config: Any, kept: list[int]) -> None:
-    for cfg in {id(c): c for c in (config, _text_config(config))}.values():
-        for name in ("num_hidden_layers", "n_layers", "num_layers", "n_layer"):
-            if isinstance(getattr(cfg, name, None), int):
-                setattr(cfg, name, len(kept))
-                break
-        layer_types = getattr(cfg, "layer_types", None)
-        if isinstance(layer_types, (list, tuple)) and len(layer_types) > max(kept):
-            cfg.layer_types = [layer_types[i] for i in kept]
-        for name in ("max_window_layers",):  # Qwen2: layers below this index use sliding window
-            value = getattr(cfg, name, None)
-            if isinstance(value, int):
-                setattr(cfg, name, sum(1 for i in kept if i < value))
+    if stacks not in ("all", "decoder"):
+        raise UsageError(f"stacks must be 'all' or 'decoder', got {stacks!r}")
+    found = find_block_stacks(teacher)
+    chosen = [s for s in found if stacks == "all" or s.role == "decoder"]
+    if not chosen:
+        raise UsageError(f"{type(teacher).__name__} has no decoder stack: use stacks='all'")
+    config = copy.deepcopy(teacher.config)
+    state = dict(teacher.state_dict())
+    kept_all: dict[str, list[int]] = {}
+    for stack in chosen:
+        total = len(stack)
+        types = getattr(_text_config(teacher.config), "layer_types", None) if len(found) == 1 else None
+        kept = select_layers(total, keep, types)
+        field = layout_for(stack.blocks[0], teacher.config, stack.role)[0].fields.layers
+        state = renumber_blocks(state, stack.name, kept)
+        keep_layers_in_config(config, field, kept, total, per_layer_lists=len(found) == 1)
+        kept_all[stack.name] = kept
+    student = rebuild(teacher, config, state)
+    student.train(teacher.training)
+    return student, (next(iter(kept_all.values())) if len(kept_all) == 1 else kept_all)
 
 
 def _text_config(config: Any) -> Any:

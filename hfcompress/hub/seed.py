@@ -155,7 +155,8 @@ def seed(endpoint: str, token: str, *, only: Iterable[str] = ("models", "dataset
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default=None, help="server URL (default $HF_ENDPOINT)")
-    p.add_argument("--token", default=None, help="write token of a user in the seed orgs (default $HF_TOKEN)")
+    p.add_argument("--token", default=None, help="write token of a user in the seed orgs (default $HF_TOKEN); "
+                   "VISIBLE to other users in `ps`: prefer HF_TOKEN or --token-file")
     p.add_argument("--datasets", default=None, help="datasets folder (default ../shared/hub/datasets)")
     p.add_argument("--only", nargs="+", default=["models", "datasets"], metavar="WHAT",
                    help="models, datasets and/or repo ids (default: models datasets)")

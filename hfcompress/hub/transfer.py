@@ -1,28 +1,39 @@
 """Push a model folder to the Hub in one commit; pull a model back (and load it).
 
 Both use the real ``huggingface_hub`` client (its own retry / back-off machinery for
-transient errors), honour ``HF_ENDPOINT`` / ``HF_TOKEN`` and never print the token. Usage::
+transient errors), honour ``HF_ENDPOINT`` / ``HF_TOKEN`` / the saved login and never print the
+token. Usage::
 
     from hfcompress.hub.transfer import push, pull
     url = push("out/smollm2-int8", "me/smollm2-int8", private=True)
     model, path = pull("me/smollm2-int8", output="models/smollm2-int8")
+
+``push`` refuses pickle files (``*.bin``, ``*.pt``, ...) unless ``allow_pickle=True``, hashes
+every file before it creates a new repo (right before the commit), and deletes a repo / branch
+it created when the push fails (also on Ctrl-C / SIGTERM). ``pull --output`` is atomic, loading
+included: a pull that fails leaves no folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import HubError, UsageError
+from ..errors import HFCompressError, HubError, UsageError
 from ..secrets import register_secret
 
 T = TypeVar("T")
 WEIGHT_PATTERNS = ("*.safetensors", "adapter_model.safetensors", "adapter_model.bin", "*.gguf")
 IGNORE_PATTERNS = [".*", "**/.*", "*.lock", "__pycache__/*", "**/__pycache__/*"]
+#: Files that unpickle (run code) when loaded: never pushed unless asked (``allow_pickle``).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 #: Tries per Hub step (push / pull) on transient errors, and the exponential back-off between
 #: them (seconds, doubled each time, capped). ``HFCOMPRESS_HUB_RETRIES`` / ``HFCOMPRESS_HUB_BACKOFF_S``
 #: override them (tests use a short back-off).
@@ -36,6 +47,30 @@ _TRANSIENT_NAMES = ("ConnectError", "ReadError", "WriteError", "RemoteProtocolEr
 
 class TransientHubError(HubError):
     """The Hub kept failing with transient errors (5xx, 429, dropped connections) after every retry."""
+
+
+class PushInterrupted(KeyboardInterrupt):
+    """SIGTERM during a push: raised so the push can delete what it created, then exits like Ctrl-C."""
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in a file (its first non-empty line), for ``--token-file``; one-line errors."""
+    p = Path(path).expanduser()
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(65537)
+    except OSError as exc:
+        raise UsageError(f"--token-file {path}: cannot be read ({exc.strerror or type(exc).__name__}): "
+                         "give a file holding the Hub token") from None
+    try:
+        lines = [ln.strip() for ln in raw.decode("utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        lines = []
+    if len(raw) > 65536 or not lines or any(c.isspace() or not c.isprintable() for c in lines[0]):
+        raise UsageError(f"--token-file {path}: does not hold a token on its first line: "
+                         "write just the token into the file")
+    register_secret(lines[0])
+    return lines[0]
 
 
 def _token(token: str | None) -> str | None:
@@ -68,11 +103,23 @@ def _endpoint(endpoint: str | None) -> str | None:
     return ep.rstrip("/")
 
 
-def load_model(folder: str | Path) -> Any:
+def load_model(folder: str | Path, allow_pickle: bool = False) -> Any:
     """The pulled folder loaded with :func:`hfcompress.load` (a :class:`ModelBundle`)."""
     from ..loading import load
 
-    return load(str(folder))
+    return load(str(folder), allow_pickle=allow_pickle)
+
+
+def _moved(bundle: Any, folder: Path) -> None:
+    """Point a bundle loaded from the temp sibling at its final folder."""
+    bundle.path = folder
+    bundle.source.local_name = folder.name
+    config = getattr(bundle.model, "config", None)
+    if config is not None:
+        config._name_or_path = str(folder)
+    if bundle.tokenizer is not None and hasattr(bundle.tokenizer, "name_or_path"):
+        with contextlib.suppress(AttributeError):
+            bundle.tokenizer.name_or_path = str(folder)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,23 +227,89 @@ def check_push(repo_id: str, token: str | None = None) -> str:
         raise UsageError(f"repo id {repo_id!r} must look like namespace/name")
     tok = _token(token)
     if not tok:
-        raise HubError("no Hub token: set HF_TOKEN, pass --token, or run `hf auth login`")
+        raise HubError("no Hub token: set HF_TOKEN, pass --token-file (or --token), or run `hf auth login`")
     return tok
 
 
+def upload_files(folder: str | Path) -> list[str]:
+    """The files (paths relative to ``folder``) a push uploads: everything but :data:`IGNORE_PATTERNS`."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    path = Path(folder)
+    files = sorted(p.relative_to(path).as_posix() for p in path.glob("**/*") if p.is_file())
+    return list(filter_repo_objects(files, ignore_patterns=IGNORE_PATTERNS))
+
+
+def check_no_pickles(folder: str | Path, allow_pickle: bool = False) -> None:
+    """Refuse (one line, naming them) pickle files in a folder about to be pushed."""
+    if allow_pickle:
+        return
+    pickles = [f for f in upload_files(folder) if f.lower().endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        more = f" and {len(pickles) - 5} more" if len(pickles) > 5 else ""
+        raise UsageError(f"{folder} holds pickle files ({', '.join(pickles[:5])}{more}), which run code when "
+                         "loaded: remove them (the safetensors weights are enough) or pass --allow-pickle / "
+                         "allow_pickle=True to push them anyway")
+
+
+class _Interrupts:
+    """In the main thread, SIGTERM / SIGINT raise :class:`PushInterrupted` so the push can clean up;
+    inside :meth:`critical` (creating the repo / branch and recording that we did) they are held
+    until it ends, so the push always knows what it created."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth:
+            self.pending = True
+            return
+        raise PushInterrupted()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            raise PushInterrupted()
+
+
 def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, token: str | None = None, endpoint: str | None = None) -> str:
+         commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+         allow_pickle: bool = False) -> str:
     """Upload the model ``folder`` to ``repo_id`` in ONE commit; return the commit URL.
 
-    Refuses, before uploading anything, a missing token, a missing folder or a folder that
-    is not a model. A folder written by hfcompress gets its model card rendered for ``repo_id``
-    first (unless its README.md is the user's own). ``revision`` names a branch, created from main if new. Example::
+    Refuses, before any network call, a missing folder, a folder that is not a model, pickle
+    files (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``, ``*.pickle``, ``*.ckpt``; unless
+    ``allow_pickle``) and a missing token. A folder written by hfcompress gets its model card
+    rendered for ``repo_id`` first (unless its README.md is the user's own). Every file is hashed
+    before a new repo is created (right before the upload and commit); a push that fails or is
+    interrupted (Ctrl-C, SIGTERM) deletes the repo / branch it created. ``revision`` names a
+    branch, created from main if new. Example::
 
         push("out/tiny-int8", "alice/tiny-int8", private=True, revision="int8")
     """
     path = check_model_folder(folder)
+    check_no_pickles(path, allow_pickle)
     tok = check_push(repo_id, token)
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     if (path / "hfcompress.json").is_file():
@@ -205,27 +318,41 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
         if not (path / "README.md").exists() or is_generated_card(path):
             write_card(path, repo_id=repo_id)  # the card names the repo it goes to (a user's own README stays)
     api = HfApi(endpoint=_endpoint(endpoint), token=tok, library_name="hfcompress")
-    created_repo = created_branch = False
+    # Hashing (the slow local part) happens here, before anything exists on the Hub.
     try:
-        created_repo = _with_retries(lambda: _create(api.create_repo, repo_id, private=private),
-                                     "creating the repo", repo_id)
-        if revision and revision != "main":
-            created_branch = _with_retries(lambda: _create(api.create_branch, repo_id, branch=revision),
-                                           "creating the branch", repo_id)
-        info = _with_retries(lambda: api.upload_folder(
-            folder_path=str(path), repo_id=repo_id, revision=revision,
-            commit_message=commit_message or f"Upload {path.name} with hfcompress",
-            ignore_patterns=IGNORE_PATTERNS), "the push", repo_id)
-    except Exception as exc:
-        # A failed push leaves the remote as it was: what this push created goes away again.
-        _undo(api, repo_id, revision if created_branch else None, created_repo)
-        if isinstance(exc, HubError):
+        operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(path / f)) for f in upload_files(path)]
+    except OSError as exc:
+        raise HubError(f"push of {folder} failed: cannot read {_first_line(exc)}") from exc
+    created_repo = created_branch = False
+    interrupts = _Interrupts()
+    with interrupts.installed():
+        try:
+            with interrupts.critical():
+                created_repo = _with_retries(lambda: _create(api.create_repo, repo_id, private=private),
+                                             "creating the repo", repo_id)
+            if revision and revision != "main":
+                with interrupts.critical():
+                    created_branch = _with_retries(lambda: _create(api.create_branch, repo_id, branch=revision),
+                                                   "creating the branch", repo_id)
+            info = _with_retries(lambda: api.create_commit(
+                repo_id, operations=operations, revision=revision,
+                commit_message=commit_message or f"Upload {path.name} with hfcompress"), "the push", repo_id)
+        except BaseException as exc:
+            # A failed push leaves the remote as it was: what this push created goes away again
+            # (a second Ctrl-C / SIGTERM does not cut the clean-up short).
+            interrupts.depth += 1
+            try:
+                _undo(api, repo_id, revision if created_branch else None, created_repo)
+            finally:
+                interrupts.depth -= 1
+                interrupts.pending = False
+            if isinstance(exc, HubError) or not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, HfHubHTTPError):
+                raise _translate(exc, repo_id, revision) from exc
+            if isinstance(exc, (OSError, ValueError)):
+                raise HubError(f"push to {repo_id} failed: {_first_line(exc)}") from exc
             raise
-        if isinstance(exc, HfHubHTTPError):
-            raise _translate(exc, repo_id, revision) from exc
-        if isinstance(exc, (OSError, ValueError)):
-            raise HubError(f"push to {repo_id} failed: {_first_line(exc)}") from exc
-        raise
     return str(info.commit_url if hasattr(info, "commit_url") else info)
 
 
@@ -254,38 +381,56 @@ def _undo(api: Any, repo_id: str, branch: str | None, repo: bool) -> None:
 
 
 def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None = None,
-         token: str | None = None, load: bool = True, endpoint: str | None = None) -> tuple[Any, Path]:
+         token: str | None = None, load: bool = True, endpoint: str | None = None,
+         allow_pickle: bool = False) -> tuple[Any, Path]:
     """Download ``repo_id`` (snapshot) and, if ``load``, load it; returns ``(model or None, folder)``.
 
-    With ``output`` the files land there atomically (temp sibling + rename; an existing
-    non-empty ``output`` is refused). Example::
+    With ``output`` the pull is atomic: files land in a temp sibling, are loaded there (if
+    ``load``), and only a pull that fully succeeded is renamed to ``output``; a failure (the
+    Hub, or a model that does not load) leaves no folder. An existing non-empty ``output`` is
+    refused. ``allow_pickle`` lets the model load from pickle checkpoints. Example::
 
         model, folder = pull("HuggingFaceTB/SmolLM2-135M-Instruct", output="smollm2")
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    from ..io import atomic_folder
+    from ..io import atomic_folder, check_output
 
     tok = _token(token)
     out = Path(output) if output else None
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output folder {out} exists and is not empty: choose another --output or remove it")
+    if out is not None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"output folder {out} exists and is not empty: choose another --output or remove it")
+        check_output(out)  # parents that are files, unwritable folders: before any download
 
     def download(local_dir: Path | None) -> Path:
         return Path(_with_retries(lambda: snapshot_download(
             repo_id, revision=revision, token=tok or False, endpoint=_endpoint(endpoint),
             local_dir=str(local_dir) if local_dir else None), "the download", repo_id))
 
+    def load_from(folder: Path) -> Any:
+        if not load:
+            return None
+        try:
+            return load_model(folder, allow_pickle=allow_pickle)
+        except HFCompressError as exc:  # name the repo, not the temp / cache folder
+            raise type(exc)(str(exc).replace(str(folder), repo_id)) from exc
+
+    model = None
     try:
         if out is None:
             folder = download(None)
+            model = load_from(folder)
         else:
-            # Temp sibling + rename: an interrupted pull leaves no half folder at ``output``.
+            # Temp sibling + rename, after loading: a failed pull leaves no folder at ``output``.
             with atomic_folder(out) as tmp:
                 download(tmp)
                 shutil.rmtree(tmp / ".cache", ignore_errors=True)
+                model = load_from(tmp)
             folder = out
+            if model is not None:  # it was read from the temp sibling, now renamed
+                _moved(model, out.resolve())
     except HubError:
         raise
     except HfHubHTTPError as exc:
@@ -294,4 +439,4 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
         if type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
             raise HubError(f"cannot reach the Hub for {repo_id}: {_first_line(exc)}") from exc
         raise HubError(f"pull of {repo_id} failed: {_first_line(exc)}") from exc
-    return (load_model(folder) if load else None), folder
+    return model, folder

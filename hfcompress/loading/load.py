@@ -8,20 +8,26 @@ The task (and so the ``AutoModelFor...`` class) is detected from ``config.json``
     bundle.model, bundle.tokenizer, bundle.task   # LlamaForCausalLM, tokenizer, "causal-lm"
 
 ``trust_remote_code`` is off unless asked. Every failure is a one-line
-:class:`~hfcompress.errors.ModelLoadError` / :class:`~hfcompress.errors.UnsupportedError`.
+:class:`~hfcompress.errors.ModelLoadError` / :class:`~hfcompress.errors.UnsupportedError`
+naming the file: ``config.json`` is read with limits before transformers sees it, every
+``*.safetensors`` header is checked (bounded) before the weights are loaded, a config whose
+shapes do not match the weights is one line (not transformers' load-report table), and a
+tokenizer / processor whose files are present but broken is an error, never silently dropped.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, UnsupportedError, UsageError
+from ..io import parse_json_bytes, read_json_file
 
 #: task name -> (transformers Auto class name, Hub pipeline tag, mapping in modeling_auto)
 TASKS: dict[str, tuple[str, str, str]] = {
@@ -55,6 +61,16 @@ _SUFFIXES = [
     ("ForAudioClassification", "audio-classification"),
 ]
 _DTYPES = {"auto", "float32", "float16", "bfloat16"}
+#: A safetensors header larger than this is refused (real ones are well under 10 MB).
+MAX_SAFETENSORS_HEADER = 100_000_000
+MAX_CONFIG_BYTES = 16 << 20
+_ST_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+#: Files whose presence means the model ships a tokenizer / processor (a broken one is an error).
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "merges.txt", "spiece.model", "sentencepiece.bpe.model", "special_tokens_map.json",
+                   "added_tokens.json", "preprocessor_config.json", "processor_config.json")
+_WEIGHTS_FIX = "re-download the model or re-save it with save_pretrained"
 
 
 @dataclass
@@ -193,6 +209,128 @@ def _hub_license(repo_id: str, revision: str | None, token: str | None) -> str |
         return None
 
 
+def _shown(path: Path) -> str:
+    """The file's name, and where it points if it is a link that is not into a Hub cache."""
+    if path.is_symlink():
+        target = os.readlink(path)
+        if "blobs" not in Path(target).parts:
+            return f"{path.name} (a link to {target})"
+    return path.name
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Validate a safetensors file's header, bounded, without loading any tensor.
+
+    Reads the 8-byte header length (refused over :data:`MAX_SAFETENSORS_HEADER` or beyond the file
+    size), parses the header as strict JSON and checks every tensor's offsets lie inside the file
+    and match its shape and dtype. Raises a one-line :class:`ModelLoadError` naming the file.
+    """
+    p = Path(path)
+
+    def bad(reason: str) -> ModelLoadError:
+        return ModelLoadError(f"{_shown(p)} is not a valid safetensors file ({reason}): {_WEIGHTS_FIX}")
+
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise bad("empty file" if not head else f"{size} bytes: truncated before the header")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_SAFETENSORS_HEADER:
+                raise bad(f"header length {n} bytes is over the {MAX_SAFETENSORS_HEADER // 1_000_000} MB limit")
+            if 8 + n > size:
+                raise bad(f"header length {n} bytes is beyond the file size {size}: truncated or not safetensors")
+            raw = f.read(n)
+    except OSError as exc:
+        if p.is_symlink() and not p.exists():
+            raise ModelLoadError(f"{_shown(p)} is a broken link: {_WEIGHTS_FIX}") from None
+        raise ModelLoadError(f"{_shown(p)} cannot be read ({exc.strerror or type(exc).__name__}): "
+                             f"{_WEIGHTS_FIX}") from None
+    try:
+        header = parse_json_bytes(raw, max_depth=4)
+    except ValueError as exc:
+        raise bad(f"header is {exc}") from None
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data_size = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict):
+                raise bad("__metadata__ is not a JSON object")
+            continue
+        try:
+            dtype, shape, (a, b) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (isinstance(dtype, str) and isinstance(shape, list)
+                  and all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(a, int) and isinstance(b, int))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise bad(f"tensor {name!r} has no valid dtype / shape / data_offsets")
+        if not 0 <= a <= b <= data_size:
+            raise bad(f"tensor {name!r} lies outside the file (bytes {a}..{b} of {data_size}): the file is truncated")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype in _ST_ITEMSIZE and numel * _ST_ITEMSIZE[dtype] != b - a:
+            raise bad(f"tensor {name!r} holds {b - a} bytes, not the {numel * _ST_ITEMSIZE[dtype]} its shape "
+                      f"{shape} and dtype {dtype} need")
+
+
+def check_weight_files(folder: str | os.PathLike, *, local: bool = True) -> None:
+    """Validate every top-level ``*.safetensors`` of a model folder and its shard index, if any
+    (``local=False``: a Hub snapshot, which holds only the shards downloaded so far)."""
+    folder = Path(folder)
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        data = read_json_file(index, error=ModelLoadError, fix=_WEIGHTS_FIX, label=_shown(index))
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ModelLoadError(f"{index.name} has no weight_map: {_WEIGHTS_FIX}")
+        for shard in sorted({str(v) for v in weight_map.values()}):
+            if local and not (folder / shard).is_file():
+                raise ModelLoadError(f"{index.name} names {shard}, which is missing: {_WEIGHTS_FIX}")
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    """config.json read with limits; one line naming the problem."""
+    data = read_json_file(folder / "config.json", error=ModelLoadError, max_bytes=MAX_CONFIG_BYTES,
+                          fix="repair config.json or re-download the model", label=_shown(folder / "config.json"))
+    if not isinstance(data, dict):
+        raise ModelLoadError("config.json is not a JSON object: repair it or re-download the model")
+    return data
+
+
+class _HoldLoadReport(logging.Filter):
+    """Holds back transformers' multi-line load-report table (re-emitted only if loading succeeds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.held.append(record)
+            return False
+        return True
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _mismatch_line(held: list[logging.LogRecord]) -> str:
+    """``N weight(s) differ, e.g. KEY: weights [..], config [..]`` from a held load report."""
+    text = _ANSI.sub("", "\n".join(str(r.msg) for r in held))
+    rows = [ln for ln in text.splitlines() if "size mismatch" in ln]
+    if not rows:
+        return "tensor shapes differ"
+    key = rows[0].split("|")[0].strip()
+    m = re.search(r"ckpt:\s*(?:torch\.Size\()?(\[[^\]]*\])\)?\s*vs model:\s*(?:torch\.Size\()?(\[[^\]]*\])", rows[0])
+    shapes = f": weights {m.group(1)}, config {m.group(2)}" if m else ""
+    return f"{len(rows)} weight(s) differ, e.g. {key}{shapes}"
+
+
 def load(
     name_or_path: str | os.PathLike,
     *,
@@ -230,6 +368,10 @@ def load(
         raise UsageError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
 
     folder, source = _resolve(name, revision, token)
+    _read_config(folder)
+    local = source.repo_id is None
+    if local:
+        check_weight_files(folder, local=local)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ValueError as exc:
@@ -250,6 +392,9 @@ def load(
     kwargs["use_safetensors"] = None if allow_pickle else True
     target = folder if source.repo_id is None else name
     hub_kwargs = {"revision": revision, "token": token} if source.repo_id else {}
+    held = _HoldLoadReport()
+    mu_logger = logging.getLogger("transformers.modeling_utils")
+    mu_logger.addFilter(held)
     try:
         model = auto_cls.from_pretrained(target, trust_remote_code=trust_remote_code, **hub_kwargs, **kwargs)
     except ValueError as exc:
@@ -257,20 +402,39 @@ def load(
         if "Unrecognized configuration class" in msg:
             raise UnsupportedError(f"{config.model_type} has no {TASKS[task][0]} class: pass another task "
                                    f"(detected {task!r})") from None
+        check_weight_files(folder, local=local)
         raise ModelLoadError(f"cannot load {name}: {msg}") from None
     except OSError as exc:
         msg = " ".join(str(exc).split())[:300]
         if "safetensors" in msg or "pytorch_model.bin" in msg:
             raise ModelLoadError(f"{name} has no safetensors weights: pickle checkpoints need an explicit "
                                  "opt-in (allow_pickle=True / --allow-pickle)") from None
+        check_weight_files(folder, local=local)
         raise ModelLoadError(f"cannot load weights of {name}: {msg}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors / torch errors: named one line, not a traceback
+        msg = " ".join(str(exc).split())
+        if "size mismatch" in msg or "ignore_mismatched_sizes" in msg:
+            raise ModelLoadError(f"config.json of {name} does not match its weights ({_mismatch_line(held.held)}): "
+                                 "use the config.json saved with these weights") from None
+        check_weight_files(folder, local=local)  # names the broken file (a Hub snapshot is checked once downloaded)
+        raise ModelLoadError(f"cannot load weights of {name}: {type(exc).__name__}: {msg[:300]}") from None
+    finally:
+        mu_logger.removeFilter(held)
+    for record in held.held:  # a load that worked: its report (missing / unexpected keys) is shown
+        mu_logger.handle(record)
     model.eval()
-    tokenizer = _load_processor(target, task, trust_remote_code, hub_kwargs) if with_tokenizer else None
+    tokenizer = _load_processor(target, task, trust_remote_code, hub_kwargs, folder) if with_tokenizer else None
     return ModelBundle(model=model, tokenizer=tokenizer, task=task, source=source, path=folder)
 
 
-def _load_processor(target: Any, task: str, trust_remote_code: bool, hub_kwargs: dict) -> Any | None:
-    """Tokenizer (text), image processor (vision) or processor (speech); None if the repo has none."""
+def _load_processor(target: Any, task: str, trust_remote_code: bool, hub_kwargs: dict,
+                    folder: Path | None = None) -> Any | None:
+    """Tokenizer (text), image processor (vision) or processor (speech); None if the model has none.
+
+    Files present but broken (``folder`` holds one of :data:`PROCESSOR_FILES` and loading fails)
+    are a :class:`ModelLoadError` naming the file: a model is never used or published without
+    the tokenizer its card tells users to load.
+    """
     import transformers
 
     if task == "image-classification":
@@ -279,15 +443,28 @@ def _load_processor(target: Any, task: str, trust_remote_code: bool, hub_kwargs:
         order = ["AutoProcessor", "AutoFeatureExtractor"]
     else:
         order = ["AutoTokenizer"]
+    failure: Exception | None = None
     for cls_name in order:
         try:
             return getattr(transformers, cls_name).from_pretrained(
                 target, trust_remote_code=trust_remote_code, **hub_kwargs
             )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return None
+        except Exception as exc:  # noqa: BLE001 - judged below: absent is fine, broken is not
+            failure = failure or exc
+    present = [f for f in PROCESSOR_FILES if folder is not None and (folder / f).is_file()]
+    if not present:
+        return None
+    fix = "restore the tokenizer / processor files from the original model"
+    for name in present:
+        if name.endswith(".json"):
+            data = read_json_file(folder / name, error=ModelLoadError, fix=fix, label=_shown(folder / name))
+            if not isinstance(data, dict):
+                raise ModelLoadError(f"{name} is not a JSON object: {fix}")
+    reason = " ".join(f"{type(failure).__name__}: {failure}".split())[:300]
+    raise ModelLoadError(f"cannot load the {order[0].removeprefix('Auto')} from {', '.join(present)} ({reason}): "
+                         f"{fix}")
 
 
 def read_config_json(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "config.json").read_text())
+    """A model folder's config.json, read with limits (one-line :class:`ModelLoadError`)."""
+    return _read_config(Path(folder))

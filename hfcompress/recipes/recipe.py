@@ -23,6 +23,11 @@ method's config class. Errors name the key and its line::
 
 ``load_recipe(path)`` → :class:`Recipe`; ``dump_recipe(recipe)`` → YAML text that
 loads back to an equal recipe.
+
+Recipes are read with limits (a recipe is user input, possibly downloaded): UTF-8 only, at
+most :data:`MAX_RECIPE_BYTES`, :data:`MAX_DEPTH` levels of nesting and :data:`MAX_NODES`
+values; anchors / aliases (``&a`` / ``*a``, the "billion laughs" shape) and duplicate keys
+are refused with their line, in milliseconds and one line.
 """
 
 from __future__ import annotations
@@ -38,6 +43,65 @@ from ..errors import HFCompressError, RecipeError
 from ..registry import FAMILIES, get_method
 
 RECIPE_VERSION = 1
+#: Limits on a recipe's text (real recipes are a few hundred bytes, 3-5 levels deep).
+MAX_RECIPE_BYTES = 64 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 2_000
+
+
+class _RecipeLimit(yaml.MarkedYAMLError):
+    """A recipe refused by the bounded loader (alias, anchor, duplicate key, too deep / large)."""
+
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses anchors / aliases and duplicate keys, and bounds nesting depth
+    and the number of values (so a tiny file cannot expand into gigabytes, or recurse deeply)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # The scanner tracks every open ``[`` / ``{`` (quadratic time): stop deep flow nesting here.
+        if self.flow_level >= MAX_DEPTH:
+            raise _RecipeLimit(f"nested more than {MAX_DEPTH} levels deep: a recipe is a few levels deep",
+                               self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _RecipeLimit("anchors and aliases (&name / *name) are not allowed in a recipe: "
+                               "write the values out", event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _RecipeLimit(f"more than {MAX_NODES} values: a recipe lists a few stages", event.start_mark)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _RecipeLimit(f"nested more than {MAX_DEPTH} levels deep: a recipe is a few levels deep",
+                               event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        self.flatten_mapping(node)
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first:
+                    raise _RecipeLimit(f"duplicate key {key!r} (first on line {first[key]}): keep only one",
+                                       key_node.start_mark)
+                first[key] = key_node.start_mark.line + 1
+            except TypeError:  # unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
 
 
 class _StageError(Exception):
@@ -130,8 +194,8 @@ class Recipe(StrictModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Path tuple -> 1-based line of that key/item in the YAML text."""
+def _line_map(root: yaml.Node | None) -> dict[tuple, int]:
+    """Path tuple -> 1-based line of that key/item in the composed YAML document."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
@@ -145,13 +209,35 @@ def _line_map(text: str) -> dict[tuple, int]:
             for i, value in enumerate(node.value):
                 walk(value, (*path, i))
 
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
     if root is not None:
         walk(root, ())
     return lines
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """The data and the node tree of one YAML document, read with :class:`_BoundedLoader`."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{source}: {size} bytes, more than the {MAX_RECIPE_BYTES} a recipe may have: "
+                          "is this the right file?")
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # the reader refuses control characters already here
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except _RecipeLimit as exc:
+        raise RecipeError(f"{source}:{exc.problem_mark.line + 1}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{source}{where}: not valid YAML ({problem})") from None
+    except RecursionError:  # not reached within MAX_DEPTH; kept as a last guard
+        raise RecipeError(f"{source}: nested too deeply: a recipe is a few levels deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return data, root
 
 
 def _line_for(path: tuple, lines: dict[tuple, int]) -> int | None:
@@ -163,16 +249,10 @@ def _line_for(path: tuple, lines: dict[tuple, int]) -> int | None:
 
 def parse_recipe(text: str, source: str = "recipe") -> Recipe:
     """Validate YAML text into a :class:`Recipe`; errors are ``source:LINE: key: message``."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{source}{where}: not valid YAML ({problem})") from None
+    data, root = _load_yaml(text, source)
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping with a `stages:` list")
-    lines = _line_map(text)
+    lines = _line_map(root)
     try:
         return Recipe.model_validate(data)
     except _StageError as exc:
@@ -191,13 +271,34 @@ def parse_recipe(text: str, source: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file."""
+    """Read and validate a recipe file (UTF-8, at most :data:`MAX_RECIPE_BYTES`)."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe file {path} not found")
-    return parse_recipe(p.read_text(), source=p.name)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{p.name}: larger than the {MAX_RECIPE_BYTES} bytes a recipe may have: "
+                          "is this the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RecipeError(f"{p.name}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+                          "save the recipe as UTF-8") from None
+    return parse_recipe(text.removeprefix("\ufeff"), source=p.name)
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Never writes anchors / aliases (which :func:`load_recipe` refuses)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def dump_recipe(recipe: Recipe) -> str:
     """YAML text of ``recipe``; ``parse_recipe(dump_recipe(r)) == r``."""
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+    return yaml.dump(recipe.to_dict(), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True)

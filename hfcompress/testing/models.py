@@ -4,6 +4,9 @@
 
     from hfcompress.testing.models import save_tiny
     folder = save_tiny("llama", tmp_path / "tiny-llama")   # config.json + model.safetensors (+ tokenizer)
+
+:data:`ARCHITECTURES` is the architecture matrix (issue 13): ``matrix_model("gemma3_text")`` and
+``matrix_inputs("gemma3_text")`` for the 20 tiny models of ``tests/test_architectures.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,97 @@ TINY: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
+_DEC = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=256, max_position_embeddings=128, tie_word_embeddings=False)
+_ENC = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256,
+            max_position_embeddings=128)
+
+#: The architecture matrix (issue 13): name -> (config class, model class, config kwargs, family).
+#: Every config is built with transformers' own config class; each model builds in well under 1 s.
+#: Families: decoder / encoder / encoder-decoder / vision / speech.
+ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(_DEC, head_dim=16), "decoder"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(_DEC, head_dim=16, sliding_window=16), "decoder"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(_DEC), "decoder"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(_DEC, head_dim=16), "decoder"),
+    # multi-query attention (one K/V head), alternating sliding-window / global layers
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(_DEC, num_hidden_layers=4, num_key_value_heads=1,
+                                                         head_dim=16, sliding_window=16, query_pre_attn_scalar=16),
+               "decoder"),
+    # five sliding-window layers then one global layer (Gemma 3's pattern), two rope bases
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        _DEC, hidden_size=32, intermediate_size=64, num_hidden_layers=6, head_dim=8, sliding_window=16,
+        query_pre_attn_scalar=8, sliding_window_pattern=6), "decoder"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(_DEC, pad_token_id=0, bos_token_id=1, eos_token_id=2), "decoder"),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=64, n_inner=128, n_layer=2, n_head=4, vocab_size=256,
+                                                   n_positions=128, tie_word_embeddings=False, bos_token_id=1,
+                                                   eos_token_id=2), "decoder"),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256,
+        max_position_embeddings=128, tie_word_embeddings=False), "decoder"),
+    "opt": ("OPTConfig", "OPTForCausalLM", dict(hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                                num_attention_heads=4, vocab_size=256, max_position_embeddings=128,
+                                                word_embed_proj_dim=64, pad_token_id=0), "decoder"),
+    # multi-query attention in one fused query_key_value projection
+    "falcon": ("FalconConfig", "FalconForCausalLM", dict(
+        hidden_size=64, ffn_hidden_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256,
+        multi_query=True, new_decoder_architecture=False, parallel_attn=True, alibi=False, bias=False,
+        max_position_embeddings=128, tie_word_embeddings=False), "decoder"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(_DEC, head_dim=16, num_local_experts=4,
+                                                            num_experts_per_tok=2), "decoder"),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
+        _DEC, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True), "decoder"),
+    "bert": ("BertConfig", "BertForMaskedLM", dict(_ENC), "encoder"),
+    "roberta": ("RobertaConfig", "RobertaForMaskedLM", dict(_ENC, max_position_embeddings=130, pad_token_id=0),
+                "encoder"),
+    "distilbert": ("DistilBertConfig", "DistilBertForMaskedLM", dict(
+        dim=64, hidden_dim=128, n_layers=2, n_heads=4, vocab_size=256, max_position_embeddings=128), "encoder"),
+    "t5": ("T5Config", "T5ForConditionalGeneration", dict(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=256,
+        decoder_start_token_id=0, relative_attention_num_buckets=8), "encoder-decoder"),
+    "bart": ("BartConfig", "BartForConditionalGeneration", dict(
+        d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=256, max_position_embeddings=128,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2), "encoder-decoder"),
+    "vit": ("ViTConfig", "ViTForImageClassification", dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, num_labels=3), "vision"),
+    "whisper": ("WhisperConfig", "WhisperForConditionalGeneration", dict(
+        d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=256, num_mel_bins=16, max_source_positions=32,
+        max_target_positions=32, decoder_start_token_id=1, pad_token_id=0, eos_token_id=2, bos_token_id=1),
+        "speech"),
+}
+
+
+def matrix_model(name: str, seed: int = 0) -> Any:
+    """A tiny randomly initialised model of the matrix architecture ``name`` (see :data:`ARCHITECTURES`)."""
+    import transformers
+
+    cfg_name, model_name, kwargs, _ = ARCHITECTURES[name]
+    torch.manual_seed(seed)
+    config = getattr(transformers, cfg_name)(**kwargs)
+    config.architectures = [model_name]
+    return getattr(transformers, model_name)(config).eval()
+
+
+def matrix_inputs(name: str, batch: int = 2, seq: int = 8, seed: int = 0) -> dict[str, Any]:
+    """Deterministic forward inputs for a matrix model (token ids, pixels or log-mel features)."""
+    _, _, kwargs, family = ARCHITECTURES[name]
+    g = torch.Generator().manual_seed(seed)
+    if family == "vision":
+        size = kwargs["image_size"]
+        return {"pixel_values": torch.randn(batch, kwargs.get("num_channels", 3), size, size, generator=g)}
+    if family == "speech":
+        feats = torch.randn(batch, kwargs["num_mel_bins"], 2 * kwargs["max_source_positions"], generator=g)
+        return {"input_features": feats, "decoder_input_ids": torch.randint(4, 200, (batch, 4), generator=g)}
+    ids = torch.randint(4, 200, (batch, seq), generator=g)
+    out = {"input_ids": ids}
+    if family == "encoder-decoder":
+        out["decoder_input_ids"] = torch.randint(4, 200, (batch, seq // 2), generator=g)
+    return out
+
+
 def tiny_model(family: str, seed: int = 0) -> Any:
     """A tiny randomly initialised model of ``family`` (see :data:`TINY`)."""
     import transformers
@@ -48,18 +142,23 @@ def tiny_model(family: str, seed: int = 0) -> Any:
     return getattr(transformers, model_name)(config).eval()
 
 
-def tiny_tokenizer(vocab_size: int = 256) -> Any:
-    """A character-level tokenizer (one token per printable character; built locally, no download)."""
+def tiny_tokenizer(vocab_size: int = 256, mask_token: bool = False) -> Any:
+    """A character-level tokenizer (one token per printable character; built locally, no download).
+
+    ``mask_token=True`` adds ``<mask>`` (id 4) for masked language models, one character fewer.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     # Characters map to tokens by code point so any text tokenizes deterministically.
-    chars = [chr(c) for c in range(32, 32 + vocab_size - 4)]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{ch: i + 4 for i, ch in enumerate(chars)}}
+    special = ["<pad>", "<s>", "</s>", "<unk>"] + (["<mask>"] if mask_token else [])
+    chars = [chr(c) for c in range(32, 32 + vocab_size - len(special))]
+    vocab = {**{t: i for i, t in enumerate(special)}, **{ch: i + len(special) for i, ch in enumerate(chars)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    extra = {"mask_token": "<mask>"} if mask_token else {}
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>")
+                                   eos_token="</s>", unk_token="<unk>", **extra)
 
 
 def save_tiny(family: str, folder: str | Path, seed: int = 0, with_tokenizer: bool = True) -> Path:

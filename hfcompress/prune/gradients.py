@@ -1,0 +1,99 @@
+"""First-order Taylor scores |w * dL/dw| accumulated over calibration batches (used by the
+``taylor`` method, unstructured and structured).
+
+L is the model's own loss on the calibration windows: causal LM next token, masked LM with
+15 % of tokens masked, sequence-to-sequence with the window as labels. Gradient checkpointing
+per block keeps activation memory at about one block; each weight's |w * g| is added to its
+score as soon as its gradient is ready and the gradient is freed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedError
+
+#: tasks whose model computes a language-model loss from token windows
+LM_TASKS = ("causal-lm", "masked-lm", "seq2seq-lm")
+
+
+def check_taylor_task(bundle) -> None:
+    """One-line error unless the model has a language-model loss to differentiate."""
+    if bundle.task not in LM_TASKS:
+        raise UnsupportedError(f"taylor importance needs a language-model loss: load the model as causal-lm, "
+                               f"masked-lm or seq2seq-lm (this one is {bundle.task})")
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from ..calibration.blocks import find_block_stacks
+
+    try:
+        return [b for s in find_block_stacks(model) for b in s.blocks]
+    except UnsupportedError:
+        return []
+
+
+def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor, batch_size: int | None,
+                  progress: bool = False) -> dict[str, torch.Tensor]:
+    """``{name: sum over batches of |p * dL/dp|}`` (float32) for the given parameters."""
+    model = bundle.model
+    scores = {n: torch.zeros(p.shape, dtype=torch.float32) for n, p in params.items()}
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    was_training = model.training
+    hooks = []
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for n, p in params.items():
+        p.requires_grad_(True)
+
+        def hook(param, n=n):
+            scores[n].add_((param.detach().float() * param.grad.float()).abs_())
+            param.grad = None
+
+        hooks.append(p.register_post_accumulate_grad_hook(hook))
+    model.eval()
+    gc = getattr(model, "supports_gradient_checkpointing", False)
+    blocks = _blocks(model)
+    if gc:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for block in blocks:  # checkpointing is active on training blocks; keep dropout off inside
+            block.training = True
+    bs = batch_size or 1
+    gen = torch.Generator().manual_seed(0)
+    mask_id = getattr(bundle.tokenizer, "mask_token_id", None) if bundle.tokenizer is not None else None
+    use_cache = {"use_cache": False} if hasattr(model.config, "use_cache") else {}
+    try:
+        rng = range(0, ids.shape[0], bs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            rng = tqdm(rng, desc="taylor gradients", unit="batch")
+        for a in rng:
+            x = ids[a:a + bs]
+            if bundle.task == "masked-lm":
+                if mask_id is None:
+                    raise UnsupportedError("taylor on a masked LM needs a tokenizer with a mask token")
+                sel = torch.rand(x.shape, generator=gen) < 0.15
+                labels = torch.where(sel, x, torch.full_like(x, -100))
+                x = torch.where(sel, torch.full_like(x, mask_id), x)
+            else:
+                labels = x
+            with torch.enable_grad():
+                loss = model(input_ids=x, labels=labels, **use_cache).loss
+                loss.backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        if gc:
+            disable = getattr(model, "activation_checkpointing_disable", None) or \
+                model.gradient_checkpointing_disable
+            disable()
+        model.train(was_training)
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved.get(n, True))
+            p.grad = None
+    return scores
