@@ -404,6 +404,10 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
             raise UsageError(f"output folder {out} exists and is not empty: choose another --output or remove it")
         check_output(out)  # parents that are files, unwritable folders: before any download
 
+    from ..reachability import hub_or_offline, unreachable_hint
+
+    online = hub_or_offline(_endpoint(endpoint))  # one short probe; unreachable: the cache, at once
+
     def download(local_dir: Path | None) -> Path:
         return Path(_with_retries(lambda: snapshot_download(
             repo_id, revision=revision, token=tok or False, endpoint=_endpoint(endpoint),
@@ -437,6 +441,8 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
         raise _translate(exc, repo_id, revision) from exc
     except (OSError, ValueError) as exc:
         if type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+            if not online:
+                raise HubError(unreachable_hint(repo_id, _endpoint(endpoint))) from exc
             raise HubError(f"cannot reach the Hub for {repo_id}: {_first_line(exc)}") from exc
         raise HubError(f"pull of {repo_id} failed: {_first_line(exc)}") from exc
     return model, folder
