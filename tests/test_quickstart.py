@@ -62,3 +62,18 @@ def test_quickstart_runs(tiny_models, tmp_path):
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "out" / "quickstart-wanda-nf4" / "hfcompress.json").is_file()
     assert "The capital of France is" in proc.stdout  # the pulled model generated
+
+
+def test_demo_says_how_to_serve_its_data_again(tmp_path):
+    """The demo's server dies with the demo: its hint restarts a server on the same data, not a dead URL."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    hint = demo.pull_again_hint("hfc-tester/smol", tmp_path, "http://127.0.0.1:40123")
+    assert "40123" not in hint
+    assert f"hub serve --port 8765 --data {tmp_path}" in hint
+    assert "HF_ENDPOINT=http://127.0.0.1:8765 .venv/bin/hfcompress pull hfc-tester/smol" in hint
+    assert demo.pull_again_hint("me/x", None, "https://hub.example").endswith(
+        "HF_ENDPOINT=https://hub.example hfcompress pull me/x")
