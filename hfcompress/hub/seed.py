@@ -110,7 +110,12 @@ def build_stand_in(repo_id: str, source: Path) -> Path:
     (tmp / "README.md").write_text(readme)
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built it at the same moment: theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "README.md").is_file():
+            raise
     return folder
 
 
