@@ -114,6 +114,10 @@ def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
         report["lineage"] = list(parent.get("lineage") or []) + [{
             "created": parent.get("created"), "stages": len(parent["stages"]),
             "evaluation": parent.get("evaluation") or []}]
+    if output is not None:  # which library loads the folder (the card says it in one line)
+        from .formats import folder_format
+
+        report["format"] = folder_format(output)
     report["total_seconds"] = round(sum(r.get("seconds", 0.0) for r in report["stages"]), 3)
     return report
 

@@ -20,7 +20,7 @@ from hfcompress.quantize import (
     BnbNF4Config,
     CalibratedInt4Config,
     CalibratedNF4Config,
-    GPTQConfig,
+    GPTQOptimumConfig,
     QuantoFloat8Config,
     QuantoInt2Config,
     QuantoInt4Config,
@@ -247,7 +247,7 @@ def test_unknown_bit_width():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="2, 3, 4 or 8 bits"):
-        GPTQConfig(bits=5)
+        GPTQOptimumConfig(bits=5)
 
 
 def test_gptq_without_gptqmodel(monkeypatch):
@@ -255,7 +255,7 @@ def test_gptq_without_gptqmodel(monkeypatch):
 
     monkeypatch.setattr(gptq, "gptq_available", lambda: False)
     with pytest.raises(UnsupportedError) as err:
-        quantize(tiny_llama(), GPTQConfig())
+        quantize(tiny_llama(), GPTQOptimumConfig())
     assert str(err.value) == ("GPTQ needs the gptqmodel package: pip install 'hfcompress[gptq]' "
                               "(requires torch>=2.14.1)")
 
@@ -322,7 +322,8 @@ def test_cli_quanto_int4_reloads(model_folder, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--method", "bnb-int8", "--compute-dtype", "float16"], "does not apply to bnb-int8"),
     (["--method", "bnb-nf4", "--group-size", "64"], "--group-size does not apply"),
-    (["--method", "gptq", "--bits", "5"], "2, 3, 4 or 8"),
+    (["--method", "gptq-optimum", "--bits", "5"], "2, 3, 4 or 8"),
+    (["--method", "gptq", "--bits", "5"], "4 or 8 bits"),
     (["--method", "bnb-nf4", "--calibration", "x"], "--calibration applies to calibrated"),
 ])
 def test_cli_misuse(model_folder, tmp_path, capsys, argv, message):

@@ -182,6 +182,9 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
     task_auto = TASKS.get(report.get("task", ""), ("AutoModel",))[0]
     tags, relation, datasets, limitations = _stage_facts(report)
     snippet, needs_import = _load_snippet(config, task_auto, repo_id or "REPO_ID", _processor_class(folder))
+    from ..formats import folder_format
+
+    fmt = report.get("format") or folder_format(folder)
     if needs_import:
         limitations.append("This checkpoint uses an hfcompress format: `import hfcompress` before "
                            "`from_pretrained` (the snippet above does).")
@@ -229,6 +232,7 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
         evaluation_table=_evaluation_table(report),
         plots=sorted(p.name for p in folder.glob("*.png")),
         load_snippet=snippet,
+        loads_with=fmt.get("loads_with"), loads_pip=fmt.get("pip"), format_name=fmt.get("name"),
         repo_id=repo_id,
         limitations=limitations or ["None recorded beyond the figures above."],
     )

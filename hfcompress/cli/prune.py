@@ -3,7 +3,7 @@
 ::
 
     hfcompress prune HuggingFaceTB/SmolLM2-135M-Instruct --method wanda --sparsity 0.5 -o out/wanda50
-    hfcompress prune MODEL --method sparsegpt --pattern 2:4 --sparse-format -o out/sgpt24
+    hfcompress prune MODEL --method sparsegpt --pattern 2:4 --format hfcompress-sparse -o out/sgpt24
     hfcompress prune MODEL --method magnitude --structured ffn --sparsity 0.3 -o out/ffn30
 
 ``--method`` and the pruning flags are generated from the registered prune configs

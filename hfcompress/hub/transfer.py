@@ -413,6 +413,14 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
             repo_id, revision=revision, token=tok or False, endpoint=_endpoint(endpoint),
             local_dir=str(local_dir) if local_dir else None), "the download", repo_id))
 
+    if load:  # the library that loads this format must be installed before anything is downloaded
+        from huggingface_hub import hf_hub_download
+
+        from ..formats import check_loadable_before_pull
+
+        check_loadable_before_pull(lambda: hf_hub_download(repo_id, "config.json", revision=revision, token=tok or False,
+                                                           endpoint=_endpoint(endpoint)))
+
     def load_from(folder: Path) -> Any:
         if not load:
             return None

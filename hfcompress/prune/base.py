@@ -19,8 +19,8 @@ Shared options (all validated when the config is built, before any work):
 * ``calibration_dtype``: run the calibration forwards under ``torch.autocast`` in this dtype
   (``"bfloat16"`` roughly halves the time of Wanda / SparseGPT on CPUs with AVX512-BF16 or AMX;
   its effect on quality is measured in ``benchmarks/results/prune_unstructured.md``).
-* ``sparse_format``: save the pruned model in the compressed bitmask format
-  (see ``docs/PRUNING.md``); the dense format is the default.
+* ``format``: ``dense`` (default) or ``hfcompress-sparse`` (the compressed bitmask format, see
+  ``docs/FORMATS.md``); ``sparse_format: true`` is a deprecated alias of the latter.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ class PruneConfig(StageConfig):
         None, description="glob patterns of module names to prune (default: every Linear inside the blocks)")
     exclude: list[str] = Field(default_factory=list, description="glob patterns of module names never pruned")
     overrides: dict[str, float] = Field(default_factory=dict, description="glob -> sparsity")
-    sparse_format: bool = Field(False, description="save in the compressed bitmask format (smaller file; "
-                                                   "reload needs `import hfcompress`)")
+    format: Literal["dense", "compressed-tensors", "hfcompress-sparse"] = Field(
+        "dense", description="output format: dense (plain safetensors, loads everywhere), hfcompress-sparse "
+                             "(bitmask + entropy-coded values, needs `import hfcompress`); compressed-tensors has "
+                             "no sparse-only format since 0.15: add a quantize stage (rtn / gptq) for one")
+    sparse_format: bool = Field(False, description="deprecated alias of format: hfcompress-sparse")
     calibration: CalibrationConfig | None = Field(
         None, description="calibration text (methods that need it use the defaults when omitted)")
     batch_size: int | None = Field(
@@ -94,6 +97,20 @@ class PruneConfig(StageConfig):
 
     def calibration_or_default(self) -> CalibrationConfig:
         return self.calibration or CalibrationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if data.get("sparse_format") and data.get("format", "dense") == "dense":
+                data = {**data, "format": "hfcompress-sparse"}
+            if data.get("format") == "hfcompress-sparse":
+                data = {**data, "sparse_format": True}
+            if data.get("format") == "compressed-tensors":
+                from ..formats import SPARSE_CT_REMOVED
+
+                raise ValueError(SPARSE_CT_REMOVED)
+        return data
 
     @field_validator("pattern")
     @classmethod

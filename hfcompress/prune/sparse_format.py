@@ -25,6 +25,11 @@ Written by hand because no maintained library stores entropy-coded tensors insid
 (compressed-tensors' bitmask format keeps the values raw); it uses only ``zlib`` from the
 standard library.
 
+Without ``import hfcompress`` plain ``from_pretrained`` raises ``ValueError: Specified
+`attn_implementation="this checkpoint is in the hfcompress-sparse format: run `pip install
+hfcompress` and `import hfcompress` before from_pretrained"` is not supported`` (see
+:func:`hfcompress.formats.guard_config`) instead of loading a model with random weights.
+
 Loading: ``import hfcompress`` registers a transformers quantizer for ``hfcompress-sparse`` whose
 weight converter rebuilds each dense tensor (bit-exact: the values keep their dtype) while
 ``from_pretrained`` reads the checkpoint; the loaded model is a plain dense model (the
@@ -42,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..formats import guard_config, unguard
 
 QUANT_METHOD = "hfcompress-sparse"
 FORMAT_VERSION = 2
@@ -156,6 +163,7 @@ def save_sparse(bundle: Any, folder: Path) -> None:
     cfg["quantization_config"] = {"quant_method": QUANT_METHOD, "format": "bitmask", "version": FORMAT_VERSION,
                                   "values_codec": VALUES_CODEC, "bit_order": "little", "min_sparsity": MIN_SPARSITY,
                                   "compressed_tensors": n}
+    guard_config(cfg, QUANT_METHOD)  # plain transformers raises instead of loading random weights
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     if getattr(model, "generation_config", None) is not None and model.can_generate():
         model.generation_config.save_pretrained(folder)
@@ -211,6 +219,9 @@ def _register() -> None:
 
         def _process_model_before_weight_loading(self, model, **kwargs):
             return model
+
+        def update_attn_implementation(self, config):
+            return unguard(config, self.quantization_config)
 
         def get_weight_conversions(self):
             return [WeightConverter([f"weight{s}" for s in SUFFIXES], "weight", [Densify()])]

@@ -1,11 +1,15 @@
-"""GPTQ through ``optimum.gptq`` / transformers ``GPTQConfig`` (``gptq``).
+"""GPTQ: calibrated int4 / int8 weights stored as compressed-tensors ``pack-quantized`` (``gptq``).
 
-Needs the ``gptqmodel`` package (``pip install 'hfcompress[gptq]'``), which requires
-torch >= 2.14.1; without it the method fails before any work with a one-line error.
-The output is a standard GPTQ checkpoint (reload with plain ``from_pretrained`` where
-gptqmodel is installed). gptqmodel's CPU kernel needs every quantized layer's
-in_features divisible by ``group_size`` (SmolLM2: 576 = 9 x 64, so 64 works, 128 fails).
-For a calibrated 4-bit path that needs no extra package, see ``calibrated-nf4``.
+``hfcompress quantize MODEL --method gptq --bits 4 --group-size 128 [--asymmetric] -o out`` runs our
+pure-torch GPTQ (Frantar et al. 2022; the OBS error correction of
+:func:`hfcompress.quantize.calibrated.gptq_quantize`, block by block on calibration text)
+onto compressed-tensors' int grid, and saves a checkpoint that plain ``from_pretrained``
+loads where ``compressed-tensors`` is installed (and vLLM serves). Linear layers outside the
+transformer blocks (other than the skipped ones) are rounded to nearest on the same grid.
+
+``gptq-optimum`` keeps the old path through ``optimum.gptq`` / transformers ``GPTQConfig``:
+it needs the ``gptqmodel`` package (``pip install 'hfcompress[gptq]'``, torch >= 2.14.1) and
+fails before any work without it; its output is a GPTQ checkpoint (gptqmodel loads it).
 """
 
 from __future__ import annotations
@@ -13,21 +17,95 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, field_validator
 
 from ..config import CalibrationConfig
 from ..errors import UnsupportedError, UsageError
+from ..formats import compressed_tensors as ct
 from ..registry import register
 from .base import QuantizeConfig, check_not_quantized, model_dtype, scratch_dir, select_linears
+from .rtn import IntWeightConfig, finish, prepare
 
 GPTQ_MISSING = ("GPTQ needs the gptqmodel package: pip install 'hfcompress[gptq]' (requires torch>=2.14.1)")
 
 
-class GPTQConfig(QuantizeConfig):
-    """GPTQ (Frantar et al. 2022) via optimum.gptq: uniform int weights, calibrated error correction."""
+class GPTQConfig(IntWeightConfig):
+    """GPTQ-style calibrated int4 / int8 weights (our engine), stored as compressed-tensors pack-quantized."""
+
+    method: Literal["gptq"] = "gptq"
+    calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=32, seq_len=512))
+    damp: float = Field(0.01, gt=0.0, lt=1.0, description="Hessian dampening, fraction of its mean diagonal")
+    block_size: int = Field(128, ge=8, le=4096, description="columns per lazy OBS update batch")
+    batch_size: int = Field(4, ge=1, le=512, description="calibration windows per forward pass")
+    act_order: bool = Field(False, description="process columns by decreasing Hessian diagonal (static groups: "
+                                               "the stored layout is unchanged)")
+
+
+@register(GPTQConfig)
+@torch.no_grad()
+def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
+    from .calibrated import calibrate_blocks
+
+    chosen, kept, plan, sparsity_before = prepare(bundle, config)
+    ids = _calibration_ids(bundle, config.calibration)
+    model = bundle.model
+
+    def make_grid(module: Any) -> ct.CTIntGrid:
+        name = names[id(module)]
+        return ct.CTIntGrid(ct.weight_args(config.bits, plan[name], config.symmetric), module.in_features,
+                            module.weight.dtype)
+
+    names = {id(m): n for n, m in chosen.items()}
+    info = calibrate_blocks(model, ids, chosen, make_grid, config, progress=getattr(ctx, "progress", False))
+    grids = dict(info["grids"])
+    for name, module in chosen.items():
+        if name not in grids:  # outside the block stack: round to nearest on the same grid
+            Q, grids[name] = ct.rtn_quantize(module.weight.data,
+                                             ct.weight_args(config.bits, plan[name], config.symmetric))
+            module.weight.data = Q
+    summary: dict[str, Any] = {
+        "backend": "hfcompress GPTQ (OBS error correction) -> compressed-tensors", "kind": config.kind,
+        "calibrated_modules": len(info["calibrated"]),
+        "rounded_modules": sorted(set(chosen) - set(info["calibrated"])),
+        "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
+                        "dataset": config.calibration.dataset},
+    }
+    summary.update(finish(bundle, ctx, config, chosen, kept, plan, grids, sparsity_before))
+    return summary
+
+
+def _calibration_ids(bundle: Any, calibration: CalibrationConfig) -> torch.Tensor:
+    from ..data import calibration_ids
+
+    if bundle.tokenizer is None:
+        raise UsageError("GPTQ calibration needs a tokenizer, and this model has none: save one with the model")
+    limit = getattr(bundle.model.config, "max_position_embeddings", None)
+    if limit and calibration.seq_len > limit:
+        raise UsageError(f"calibration seq_len {calibration.seq_len} exceeds the model's {limit} positions: "
+                         f"pass --seq-len {limit}")
+    ids = calibration_ids(bundle.tokenizer, calibration)
+    return frame_for_encoder(bundle, ids)
+
+
+def frame_for_encoder(bundle: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Encoders always see ``[CLS] ... [SEP]``, whose hidden states carry the model's outlier features:
+    calibration windows cut from running text get them at both ends, so the Hessians include them."""
+    tok = bundle.tokenizer
+    cls, sep = getattr(tok, "cls_token_id", None), getattr(tok, "sep_token_id", None)
+    if getattr(bundle.model.config, "is_decoder", False) or hasattr(bundle.model, "generate") or \
+            cls is None or sep is None or ids.shape[1] < 3:
+        return ids
+    ids = ids.clone()
+    ids[:, 0], ids[:, -1] = cls, sep
+    return ids
+
+
+class GPTQOptimumConfig(QuantizeConfig):
+    """GPTQ via optimum.gptq + gptqmodel (needs torch >= 2.14.1): a GPTQ checkpoint that gptqmodel loads."""
 
     kind: ClassVar[str] = "uniform"
-    method: Literal["gptq"] = "gptq"
+    method: Literal["gptq-optimum"] = "gptq-optimum"
     bits: int = Field(4, description="weight bits: 2, 3, 4 or 8")  # type: ignore[assignment]
     group_size: int = Field(64, ge=-1, le=65536, description="inputs per scale group (-1: per row)")
     damp_percent: float = Field(0.1, gt=0.0, lt=1.0)
@@ -47,8 +125,8 @@ def gptq_available() -> bool:
     return importlib.util.find_spec("gptqmodel") is not None and importlib.util.find_spec("optimum") is not None
 
 
-@register(GPTQConfig)
-def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
+@register(GPTQOptimumConfig)
+def apply_gptq_optimum(bundle: Any, config: GPTQOptimumConfig, ctx: Any) -> dict[str, Any]:
     if not gptq_available():
         raise UnsupportedError(GPTQ_MISSING)
     model = bundle.model

@@ -21,6 +21,9 @@ Layout (safetensors, next to the usual unquantized tensors), per quantized Linea
 ``QLinear`` modules on the meta device for exactly those names and turns the three
 tensors back into quanto weight tensors (a transformers ``WeightConverter`` with a
 deserialize op), so no weight is ever re-quantized.
+
+Saving writes a guarded ``config.json`` (:func:`hfcompress.formats.guard_config`): loading
+it without ``import hfcompress`` raises a ValueError that says ``pip install hfcompress``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from ..formats import SAVED_KEY, guard_config, unguard
+
 QUANT_METHOD = "hfcompress-quanto"
 FORMAT_VERSION = 1
 _SUFFIXES = ("weight_qdata", "weight_qscale", "weight_qshift")
@@ -44,7 +49,8 @@ class HfcQuantoConfig(QuantizationConfigMixin):
 
     def __init__(self, weights: str = "qint4", group_size: int | None = None,
                  modules: dict[str, dict[str, Any]] | None = None, scale_dtype: str = "float16",
-                 format_version: int = FORMAT_VERSION, **kwargs: Any):
+                 format_version: int = FORMAT_VERSION, saved_attn_implementation: str | None = None,
+                 **kwargs: Any):
         self.quant_method = QUANT_METHOD
         self.weights = weights
         self.group_size = group_size
@@ -52,11 +58,15 @@ class HfcQuantoConfig(QuantizationConfigMixin):
         self.scale_dtype = scale_dtype
         self.format_version = format_version
         self.backend = "optimum-quanto"
+        self.saved_attn_implementation = saved_attn_implementation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"quant_method": QUANT_METHOD, "format_version": self.format_version, "backend": "optimum-quanto",
-                "weights": self.weights, "group_size": self.group_size, "scale_dtype": self.scale_dtype,
-                "modules": self.modules}
+        out = {"quant_method": QUANT_METHOD, "format_version": self.format_version, "backend": "optimum-quanto",
+               "weights": self.weights, "group_size": self.group_size, "scale_dtype": self.scale_dtype,
+               "modules": self.modules}
+        if self.saved_attn_implementation is not None:
+            out[SAVED_KEY] = self.saved_attn_implementation
+        return out
 
     def get_loading_attributes(self) -> dict[str, Any]:
         return {}
@@ -141,6 +151,9 @@ class HfcQuantoQuantizer(HfQuantizer):
             raise ImportError("this checkpoint was quantized with optimum-quanto: pip install optimum-quanto") \
                 from None
 
+    def update_attn_implementation(self, config: Any) -> Any:
+        return unguard(config, self.quantization_config)
+
     def _process_model_before_weight_loading(self, model: Any, **kwargs: Any) -> Any:
         replace_modules(model, self.quantization_config.modules)
         return model
@@ -155,6 +168,7 @@ class HfcQuantoQuantizer(HfQuantizer):
                     c for c in convs
                     if not any(isinstance(op, QuantoDeserialize) for op in getattr(c, "operations", ()))
                 ] or None
+        guard_saves(model)
         return model
 
     def get_load_operations(self) -> dict:
@@ -201,6 +215,30 @@ def attach(model: Any, config: HfcQuantoConfig) -> None:
     model.config.quantization_config = config
     model.is_quantized = True
     model.quantization_method = QUANT_METHOD
+    guard_saves(model)
+
+
+def guard_saves(model: Any) -> None:
+    """Make this model's ``save_pretrained`` write a guarded config.json (:func:`hfcompress.formats.guard_config`),
+    so the folder fails loudly without ``import hfcompress``."""
+    import json
+    from pathlib import Path
+
+    if getattr(model.save_pretrained, "_hfcompress_guarded", False):
+        return
+    plain = model.save_pretrained
+
+    def save_pretrained(save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        out = plain(save_directory, *args, **kwargs)
+        path = Path(save_directory) / "config.json"
+        cfg = json.loads(path.read_text())
+        if isinstance(cfg.get("quantization_config"), dict) and \
+                cfg["quantization_config"].get("quant_method") == QUANT_METHOD:
+            path.write_text(json.dumps(guard_config(cfg, QUANT_METHOD), indent=2, sort_keys=True) + "\n")
+        return out
+
+    save_pretrained._hfcompress_guarded = True  # type: ignore[attr-defined]
+    model.save_pretrained = save_pretrained
 
 
 def _register() -> None:
