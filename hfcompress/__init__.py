@@ -8,8 +8,9 @@
     bundle = hfcompress.load("HuggingFaceTB/SmolLM2-135M-Instruct")
     hfcompress.prune(bundle, WandaConfig(sparsity=0.5))
 
-``import hfcompress`` also registers the project's checkpoint formats with
-transformers, so ``AutoModel....from_pretrained`` reloads them.
+``import hfcompress`` is light (no torch): it registers the project's checkpoint formats
+with transformers as stand-ins that import the real code on first use, so
+``AutoModel....from_pretrained`` reloads them.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def __getattr__(name: str) -> Any:
 
 
 from .integrations import quiet_library_noise as _quiet_library_noise  # noqa: E402
-from .integrations import register_all as _register_formats  # noqa: E402
+from .integrations import register_lazily as _register_formats  # noqa: E402
 
 _quiet_library_noise()
-_register_formats()
+_register_formats()  # light: torch and the format modules load on first use

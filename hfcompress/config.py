@@ -33,6 +33,12 @@ class StageConfig(StrictModel):
     method: str
 
 
+#: The default calibration / training text: a small public Hub dataset (10k documents of the Pile,
+#: column ``text``, split ``train``; AutoRound's default). ``hfcompress hub seed`` puts an offline
+#: stand-in under this id on a local Hub.
+DEFAULT_CALIBRATION_DATASET = "NeelNanda/pile-10k"
+
+
 class CalibrationConfig(StrictModel):
     """Calibration text: a Hub dataset id (or a local dataset folder), tokenized into windows.
 
@@ -40,7 +46,7 @@ class CalibrationConfig(StrictModel):
     the concatenated, tokenized text (as the GPTQ / Wanda / SparseGPT papers do).
     """
 
-    dataset: str = "fixtures/enwiki-sample"
+    dataset: str = DEFAULT_CALIBRATION_DATASET
     config: str | None = None
     split: str = "train"
     text_column: str = "text"

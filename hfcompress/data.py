@@ -125,4 +125,6 @@ def local_datasets_dir() -> Path:
 
 
 def default_calibration_dataset() -> str:
-    return os.environ.get("HFCOMPRESS_CALIBRATION", "fixtures/enwiki-sample")
+    from .config import DEFAULT_CALIBRATION_DATASET
+
+    return os.environ.get("HFCOMPRESS_CALIBRATION", DEFAULT_CALIBRATION_DATASET)

@@ -33,6 +33,7 @@ from .io import (
     atomic_folder,
     check_output,
     library_versions,
+    read_report,
     weight_bytes,
     write_json,
 )
@@ -55,9 +56,35 @@ class CompressResult:
     output: Path | None = None
 
 
+def parent_report(bundle: ModelBundle) -> dict[str, Any] | None:
+    """The ``hfcompress.json`` of the folder ``bundle`` was read from (an earlier hfcompress output), if any."""
+    if bundle.path is None:
+        return None
+    try:
+        report = read_report(bundle.path)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("stages"), list) else None
+
+
+def _chained_recipe(parent: dict[str, Any], recipe: Recipe | None) -> dict[str, Any] | None:
+    """The recipe that re-runs the whole lineage from the base model: the parent's stages, then ours."""
+    ours = recipe.to_dict() if recipe is not None else None
+    before = (parent.get("recipe") or {}).get("stages")
+    if ours is None or not before:
+        return ours
+    try:
+        return Recipe.model_validate({**ours, "stages": list(before) + list(ours["stages"])}).to_dict()
+    except (ValueError, TypeError):  # an older / scrubbed parent recipe: keep ours alone
+        return ours
+
+
 def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
                  params_before: dict[str, int] | None, bytes_before: int | None,
-                 output: Path | None) -> dict[str, Any]:
+                 output: Path | None, parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``hfcompress.json`` of a run. With ``parent`` (the input was an hfcompress output) the
+    lineage continues: base-model source and license, earlier stages first, sizes "before" of the
+    base model, the recipe of the whole chain, and the input itself under ``parent``."""
     after = count_parameters(bundle.model)
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -75,11 +102,23 @@ def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
         "evaluation": ctx.evaluations,
         "libraries": library_versions(),
     }
+    if parent is not None:
+        source = dict(parent.get("source") or {})
+        if not source.get("license") and bundle.source.license:
+            source["license"] = bundle.source.license
+        report["source"] = source
+        report["parent"] = bundle.source.to_dict()
+        report["stages"] = list(parent["stages"]) + ctx.records
+        report["recipe"] = _chained_recipe(parent, recipe)
+        report["size"]["before"] = (parent.get("size") or {}).get("before") or report["size"]["before"]
+        report["lineage"] = list(parent.get("lineage") or []) + [{
+            "created": parent.get("created"), "stages": len(parent["stages"]),
+            "evaluation": parent.get("evaluation") or []}]
     if output is not None:  # which library loads the folder (the card says it in one line)
         from .formats import folder_format
 
         report["format"] = folder_format(output)
-    report["total_seconds"] = round(sum(r["seconds"] for r in ctx.records), 3)
+    report["total_seconds"] = round(sum(r.get("seconds", 0.0) for r in report["stages"]), 3)
     return report
 
 
@@ -134,12 +173,13 @@ def compress(
 
     params_before = count_parameters(bundle.model)
     bytes_before = weight_bytes(bundle.path) if bundle.path is not None else None
+    parent = parent_report(bundle)  # an earlier hfcompress output: its lineage continues here
     with tempfile.TemporaryDirectory(prefix="hfcompress-work-") as work:
-        ctx = StageContext(work_dir=Path(work), progress=progress)
+        ctx = StageContext(work_dir=Path(work), progress=progress, stage_total=len(resolved))
         for stage, method in resolved:
             run_stage(bundle, stage, ctx, method=method)
         if output is None:
-            report = build_report(bundle, recipe, ctx, params_before, bytes_before, None)
+            report = build_report(bundle, recipe, ctx, params_before, bytes_before, None, parent)
             return CompressResult(bundle=bundle, report=report)
         with atomic_folder(output, overwrite=overwrite) as tmp:
             _write_model(bundle, ctx, tmp)
@@ -148,8 +188,9 @@ def compress(
                 (tmp / name).write_bytes(data)
             refuse_pickles(tmp)  # extra files too: only safetensors
             # Published files carry no local paths or tokens (secrets.scrub).
-            (tmp / RECIPE_NAME).write_text(dump_recipe(Recipe.model_validate(scrub(recipe.to_dict()))))
-            report = scrub(build_report(bundle, recipe, ctx, params_before, bytes_before, tmp))
+            report = scrub(build_report(bundle, recipe, ctx, params_before, bytes_before, tmp, parent))
+            # The recipe of the whole lineage (earlier steps' stages first): re-runs from the base model.
+            (tmp / RECIPE_NAME).write_text(dump_recipe(Recipe.model_validate(report["recipe"])))
             write_json(tmp / REPORT_NAME, report)
             write_card(tmp, repo_id=repo_id, name=Path(output).name)
     return CompressResult(bundle=bundle, report=report, output=Path(output).resolve())

@@ -36,6 +36,18 @@ def step(title: str, cmd: list[str], env: dict[str, str]) -> None:
     print(f"--- {title}: done in {time.time() - start:.0f}s", flush=True)
 
 
+def pull_again_hint(repo: str, data_dir: Path | None, endpoint: str) -> str:
+    """How to pull the pushed model later. The demo's own server stops with the demo, so its URL
+    would be dead: say how to serve the same data again instead (what scripts/quickstart.sh does)."""
+    if data_dir is None:
+        return f"Pull it again with: HF_ENDPOINT={endpoint} hfcompress pull {repo}"
+    return ("The demo's Hub server stops now. To pull the model again, serve the same data and point "
+            "HF_ENDPOINT at it:\n"
+            f"  .venv/bin/hfcompress hub serve --port 8765 --data {data_dir} --token me:TOKEN:hfc-org &\n"
+            f"  HF_ENDPOINT=http://127.0.0.1:8765 .venv/bin/hfcompress pull {repo}\n"
+            "(or run scripts/quickstart.sh, the README Quickstart, which does the same)")
+
+
 def main() -> None:
     hfc = [sys.executable, "-m", "hfcompress"]
     own_hub = not (os.environ.get("HF_ENDPOINT") and os.environ.get("HF_TOKEN"))
@@ -65,11 +77,7 @@ def main() -> None:
         step(f"pull {repo} into a fresh cache and generate",
              [*hfc, "pull", repo, "--generate", "The capital of France is"], pull_env)
         print(f"\nDemo finished. Output folder: {OUTPUT}\nModel card: {OUTPUT / 'README.md'}")
-        where = server.url if server else env["HF_ENDPOINT"]
-        print(f"Pull it again with: HF_ENDPOINT={where} hfcompress pull {repo}")
-        if server:
-            print("(the local server stops now; `hfcompress hub serve --data "
-                  f"{server.data_dir}` serves the same data again)")
+        print(pull_again_hint(repo, server.data_dir if server else None, env.get("HF_ENDPOINT", "")))
     finally:
         if server:
             server.stop()

@@ -90,3 +90,59 @@ def test_sparsity_row_has_no_ratio():
     assert row["ratio"] is None and row["delta"] == pytest.approx(0.497)
     line = next(ln for ln in render_markdown({"results": results}).splitlines() if "linear_sparsity" in ln)
     assert "×" not in line
+
+
+def test_stages_announce_start_notes_and_end_as_they_happen(tiny_models, tmp_path, capsys, monkeypatch):
+    """Each stage's start, progress notes and end reach stderr while the run goes on (issue 19 item 11)."""
+    from hfcompress import stage
+
+    seen_at_start: list[str] = []
+    original = stage._apply
+
+    def spy(bundle, config, ctx, method):
+        seen_at_start.append(capsys.readouterr().err)  # printed before the stage's work
+        return original(bundle, config, ctx, method)
+
+    monkeypatch.setattr(stage, "_apply", spy)
+    recipe = Recipe(stages=[QuantoInt8Config(), EfficiencyConfig(peak_rss="off", runs=1, warmup=0, generate=False)])
+    pipeline.compress(str(tiny_models["llama"]), recipe, output=tmp_path / "o", progress=True)
+    err = capsys.readouterr().err
+    assert "[stage 1/2] quantize quanto-int8: started" in seen_at_start[0]
+    assert "[stage 1/2] quantize quanto-int8: done in" in seen_at_start[1]  # before stage 2 began
+    assert "[stage 2/2] evaluate efficiency: started" in seen_at_start[1]
+    assert "[stage 2/2] evaluate efficiency: latency:" in err
+    assert "[stage 2/2] evaluate efficiency: done in" in err
+
+
+def test_no_stage_lines_without_progress(tiny_models, capsys):
+    pipeline.compress(str(tiny_models["llama"]), Recipe(stages=[QuantoInt8Config()]), progress=False)
+    assert "[stage" not in capsys.readouterr().err
+
+
+def test_output_config_drops_the_origin_name(tiny_models, tmp_path):
+    """A converted model's ``_name_or_path`` / ``_model_name_or_path`` is not written into the output."""
+    src = tmp_path / "src"
+    import shutil
+
+    shutil.copytree(tiny_models["llama"], src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["_model_name_or_path"] = "Smollm2 135M 8k Lc100K Mix1 Ep2"  # what a GGUF conversion leaves
+    (src / "config.json").write_text(json.dumps(cfg))
+    pipeline.compress(str(src), Recipe(stages=[QuantoInt8Config()]), output=tmp_path / "o", progress=False)
+    out = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert "_model_name_or_path" not in out and "_name_or_path" not in out
+
+
+def test_pyproject_license_is_an_spdx_string():
+    """setuptools reads pyproject.toml without the `project.license as a TOML table` deprecation."""
+    import warnings
+    from pathlib import Path
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), Path(__file__).parents[1] / "pyproject.toml")
+    assert not [w for w in caught if "license" in str(w.message)], [str(w.message)[:120] for w in caught]
+    assert dist.metadata.license_expression == "Apache-2.0"

@@ -201,7 +201,7 @@ def test_wanda_then_nf4_recipe(tokenizer, calibration, tmp_path):
 
     pytest.importorskip("hfcompress.prune.wanda")
     text = (Path(__file__).resolve().parents[1] / "recipes" / "wanda-50-nf4.yaml").read_text()
-    text = text.replace("dataset: fixtures/enwiki-sample, samples: 32, seq_len: 512",
+    text = text.replace("dataset: NeelNanda/pile-10k, samples: 32, seq_len: 512",
                         f"dataset: {calibration.dataset}, samples: 4, seq_len: 32")
     recipe = parse_recipe(text)
     bundle = as_bundle(tiny_llama(), tokenizer)

@@ -11,6 +11,6 @@ A folder compressed from a local model (no Hub repo id) gets no ``base_model``: 
 card says so instead of inventing one. No token, user name or local path is written.
 """
 
-from .card import build_card, write_card
+from .card import build_card, is_generated_card, write_card
 
-__all__ = ["build_card", "write_card"]
+__all__ = ["build_card", "is_generated_card", "write_card"]

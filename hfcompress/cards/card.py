@@ -54,6 +54,14 @@ def _settings(params: dict[str, Any]) -> str:
     return ", ".join(parts[:8]) or "defaults"
 
 
+def _bnb_format(method: str, bits: Any) -> str:
+    """The bitsandbytes format a stage wrote, in words: "4-bit NF4", "8-bit (LLM.int8)", ..."""
+    for key, words in (("nf4", "4-bit NF4"), ("fp4", "4-bit FP4"), ("int8", "8-bit (LLM.int8)")):
+        if key in method:
+            return words
+    return f"{bits}-bit" if bits else "quantized"
+
+
 def _stage_facts(report: dict[str, Any]) -> tuple[list[str], str | None, list[str], list[str]]:
     """tags, base_model_relation, datasets, limitations from the stage records."""
     tags = ["hfcompress"]
@@ -92,7 +100,8 @@ def _stage_facts(report: dict[str, Any]) -> tuple[list[str], str | None, list[st
             if method.startswith("bnb"):
                 tags.append("bitsandbytes")
                 limitations.append("bitsandbytes weights need the `bitsandbytes` package to load; on CPU "
-                                   "8-bit inference is slower than fp32.")
+                                   f"{_bnb_format(method, bits)} inference is slower than fp32 (the weights are "
+                                   "dequantized on the fly).")
             if method.startswith("quanto"):
                 tags.append("quanto")
         elif family in ("distill", "finetune"):
@@ -227,6 +236,19 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
         repo_id=repo_id,
         limitations=limitations or ["None recorded beyond the figures above."],
     )
+
+
+#: A line every card rendered from the template has (a README.md without it is the user's own).
+GENERATED_MARK = "Compressed with [hfcompress]("
+
+
+def is_generated_card(folder: str | os.PathLike) -> bool:
+    """Whether ``folder/README.md`` is a card hfcompress rendered (so a push may re-render it)."""
+    path = Path(folder) / CARD_NAME
+    try:
+        return GENERATED_MARK in path.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def write_card(folder: str | os.PathLike, repo_id: str | None = None, name: str | None = None) -> Path:

@@ -7,13 +7,15 @@ module form works under ``accelerate launch``::
         --dataset fixtures/enwiki-sample --seq-len 256 --output out/smol-15l \\
         --max_steps 200 --per_device_train_batch_size 4 --learning_rate 1e-4
 
-    accelerate launch --num_processes 1 --cpu -m hfcompress.cli.distill --teacher ... --output ...
+    accelerate launch --config_file configs/accelerate/cpu.yaml --num_processes 2 \
+        -m hfcompress.cli.distill --teacher ... --output ...
 
 Every flag that is not an hfcompress flag is a ``transformers.TrainingArguments`` field
 (``--max_steps 200``, ``--learning-rate 1e-4``, ``--gradient_accumulation_steps 4``,
-``--bf16``, ...), parsed with ``HfArgumentParser``. Checkpoints go to
-``--checkpoints`` (default ``OUTPUT-checkpoints``; TrainingArguments' ``output_dir``);
-``--resume-from-checkpoint`` (no value: the latest one there) continues a run. The
+``--bf16``, ...), parsed with ``HfArgumentParser``. Checkpoints are kept only in
+``--checkpoints DIR`` (or TrainingArguments' ``output_dir``); without it they live in the
+run's temporary folder and are deleted with it. ``--resume-from-checkpoint`` (no value:
+the latest one in ``--checkpoints``) continues a run. The
 final model is written to ``--output`` atomically, with ``recipe.yaml`` and
 ``hfcompress.json``; under several processes only rank 0 writes it. See ``docs/DISTILLATION.md``.
 """
@@ -76,7 +78,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-pickle", action="store_true", help="accept pytorch_model.bin checkpoints (pickle)")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoints", default=None,
-                   help="Trainer checkpoint folder (default: OUTPUT-checkpoints)")
+                   help="keep Trainer checkpoints in this folder (default: none kept; they live in the "
+                        "run's temporary folder and are deleted with it)")
     g.add_argument("--resume-from-checkpoint", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="resume from this checkpoint-N folder (no value: the latest in --checkpoints; default: start afresh)")
     add_output_args(p)
@@ -150,14 +153,49 @@ def _data(args: argparse.Namespace) -> dict[str, Any]:
             "max_samples": args.max_samples, "packing": not args.no_packing}
 
 
-def _training(args: argparse.Namespace) -> tuple[dict[str, Any], str, Any]:
+def _training(args: argparse.Namespace) -> tuple[dict[str, Any], str | None, Any]:
     training = parse_training_argv([a for a in getattr(args, "training_argv", []) if a != "--debug"])
-    checkpoints = training.pop("output_dir", None) or args.checkpoints or \
-        f"{os.path.abspath(args.output).rstrip('/')}-checkpoints"
+    # Checkpoints are kept only in a folder the user names; otherwise they live in the run's
+    # temporary work folder and go with it.
+    checkpoints = training.pop("output_dir", None) or args.checkpoints
     resume = training.pop("resume_from_checkpoint", None) or args.resume_from_checkpoint
+    if resume == "latest" and not checkpoints:
+        raise UsageError("--resume-from-checkpoint without a CHECKPOINT needs --checkpoints DIR (the folder of "
+                         "the earlier run's checkpoints): checkpoints are kept only where --checkpoints says")
     if args.no_progress:
         training.setdefault("disable_tqdm", True)
+    _distributed_training_defaults(training)
     return training, checkpoints, resume
+
+
+#: The accelerate config that runs this entry point as several CPU processes (see docs/DISTILLATION.md).
+ACCELERATE_CPU_CONFIG = "configs/accelerate/cpu.yaml"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def check_launch() -> None:
+    """Refuse ``accelerate launch --cpu --num_processes N>1``: accelerate then starts ONE process
+    (its CPU launcher needs MPI), which would silently train alone on all the data."""
+    from accelerate.utils import str_to_bool
+
+    launched_for_many = "MASTER_PORT" in os.environ and str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false"))
+    spread = any(k in os.environ for k in ("WORLD_SIZE", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if launched_for_many and not spread:
+        raise UsageError("`accelerate launch --cpu --num_processes N` starts a single process without MPI: use "
+                         f"`accelerate launch --config_file {ACCELERATE_CPU_CONFIG} --num_processes N -m "
+                         "hfcompress.cli.distill ...` (or torchrun --nproc_per_node N)")
+
+
+def _distributed_training_defaults(training: dict[str, Any]) -> None:
+    """Several processes and no CUDA: train on CPU (gloo), not each process alone."""
+    if _world_size() > 1 and "use_cpu" not in training:
+        import torch
+
+        if not torch.cuda.is_available():
+            training["use_cpu"] = True
 
 
 def _is_main_process() -> bool:
@@ -190,7 +228,8 @@ def run_distill(args: argparse.Namespace) -> int:
         resume_from_checkpoint=resume))
     args.model = args.teacher
     args.device_map = None
-    print(f"checkpoints: {checkpoints}", file=sys.stderr)
+    if checkpoints:
+        print(f"checkpoints: {checkpoints}", file=sys.stderr)
     return _run(args, stage, "distill")
 
 
@@ -206,7 +245,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.loss == "kd" and not args.teacher:
         raise UsageError("--loss kd needs --teacher: the uncompressed model this one was made from")
     args.device_map = None
-    print(f"checkpoints: {checkpoints}", file=sys.stderr)
+    if checkpoints:
+        print(f"checkpoints: {checkpoints}", file=sys.stderr)
     return _run(args, stage, f"finetune-{args.method}")
 
 
@@ -245,6 +285,11 @@ def register(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m hfcompress.cli.distill`` (and ``accelerate launch -m ...``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_launch()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     debug = ["--debug"] if "--debug" in argv else []
     return cli_main([*debug, "distill", *[a for a in argv if a != "--debug"]])
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..config import StrictModel
+from ..config import DEFAULT_CALIBRATION_DATASET, StrictModel
 from ..data import load_split, load_texts
 from ..errors import UsageError
 
@@ -23,7 +23,7 @@ from ..errors import UsageError
 class TrainDataConfig(StrictModel):
     """Training text: a Hub dataset id or a local dataset folder."""
 
-    dataset: str = "fixtures/enwiki-sample"
+    dataset: str = DEFAULT_CALIBRATION_DATASET
     config: str | None = None
     split: str = "train"
     text_column: str = "text"

@@ -235,6 +235,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
     from .trainer import (  # deferred: transformers.Trainer
         DistillationTrainer,
         check_tokenizers,
+        data_parallel_figures,
         detach_projector,
     )
 
@@ -290,4 +291,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
     }
     if layer_map:
         summary["layer_map"] = [list(p) for p in layer_map]
+    parallel = data_parallel_figures(trainer)
+    if parallel is not None:
+        summary["data_parallel"] = parallel
     return summary

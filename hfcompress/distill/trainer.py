@@ -27,6 +27,7 @@ labels only — the "no distillation" baseline — through the same code path::
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -185,6 +186,8 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._terms: dict[str, float] = {}
         self._terms_n = 0
+        #: A short digest of every training row this process trained on (see :func:`data_parallel_figures`).
+        self.rows_seen: list[str] = []
         if teacher is not None:
             device = torch.device(teacher_device) if teacher_device else self.args.device
             if teacher_dtype is not None and teacher_dtype not in _DTYPES:
@@ -204,6 +207,9 @@ class DistillationTrainer(Trainer):
                      num_items_in_batch: Any = None):
         labels = inputs.get("labels")
         attention_mask = inputs.get("attention_mask")
+        if model.training and isinstance(inputs.get("input_ids"), torch.Tensor):
+            self.rows_seen += [hashlib.blake2b(row.cpu().numpy().tobytes(), digest_size=8).hexdigest()
+                               for row in inputs["input_ids"]]
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         extra: dict[str, bool] = {}
         if self.hidden_weight > 0:
@@ -271,3 +277,19 @@ class DistillationTrainer(Trainer):
                 logs[name] = round(value / self._terms_n, 6)
             self._terms, self._terms_n = {}, 0
         super().log(logs, start_time)
+
+
+def data_parallel_figures(trainer: DistillationTrainer) -> dict[str, Any] | None:
+    """Under several processes: how many training rows each one trained on and how many were distinct.
+
+    Every process must call it (it gathers across the process group); None for one process.
+    ``{"world_size": 2, "rows_per_process": [74, 74], "distinct_rows": 148}`` shows the data was
+    split, not repeated.
+    """
+    world = int(getattr(trainer.args, "world_size", 1) or 1)
+    if world <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return None
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, (len(trainer.rows_seen), sorted(set(trainer.rows_seen))))
+    return {"world_size": world, "rows_per_process": [g[0] for g in gathered],
+            "distinct_rows": len(set().union(*(set(g[1]) for g in gathered)))}

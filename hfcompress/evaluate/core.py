@@ -29,7 +29,7 @@ from ..errors import OutputError, UsageError
 from ..loading import ModelBundle, detect_task, load
 from ..loading.load import _resolve
 from ..registry import get_method, register_method
-from ..stage import StageContext, as_bundle
+from ..stage import StageContext, as_bundle, note
 from .base import BASELINE, COMPRESSED, EvaluateConfig
 from .report import build_report, plot_bytes, write_report
 
@@ -73,9 +73,11 @@ def apply_stage(bundle: ModelBundle, config: EvaluateConfig, ctx: StageContext) 
             folder = ctx.saved_copy(bundle)
         except Exception:  # noqa: BLE001 - the method saves (and reports the failure) itself
             folder = None
+    note(f"measuring the {COMPRESSED} model")
     results = spec.measure(bundle, config, prepared, model_label=COMPRESSED, folder=folder, work_dir=work,
                            progress=progress)
     if config.baseline:
+        note(f"measuring the {BASELINE} model")
         base = _source_bundle(bundle, ctx)
         spec.check(config, prepared, base.model.config, base.task)
         results += spec.measure(base, config, prepared, model_label=BASELINE, folder=base.path,

@@ -42,7 +42,7 @@ from pydantic import Field
 from ..io import weight_bytes
 from ..registry import register
 from ..sizes import logical_numel, size_figures, tensor_bytes
-from ..stage import save_bundle
+from ..stage import note, save_bundle
 from .base import EvaluateConfig, make_result
 from .core import MethodSpec, apply_stage
 from .latency import measure_generation, measure_latency
@@ -107,14 +107,18 @@ def measure_efficiency(bundle: Any, config: EfficiencyConfig, *, model_label: st
         is_text = bundle.task in _TEXT_TASKS and getattr(model.config, "vocab_size", None)
         latency = gen = rss = None
         if is_text:
+            note(f"latency: {config.warmup} warm-up + {config.runs} runs of batch {config.latency_batch_size} x "
+                 f"{config.latency_seq_len} tokens")
             latency = measure_latency(model, config.latency_batch_size, config.latency_seq_len,
                                       config.warmup, config.runs)
             if config.generate and bundle.task == "causal-lm":
-                gen = measure_generation(model, config.gen_prompt_tokens, config.gen_new_tokens,
+                note(f"generation: {config.gen_runs} runs of {config.gen_new_tokens} new tokens")
+                gen =  measure_generation(model, config.gen_prompt_tokens, config.gen_new_tokens,
                                          config.gen_runs)
         else:
             notes["latency"] = f"not measured for task {bundle.task!r} (text models only)"
         if config.peak_rss == "subprocess" and folder is not None:
+            note("peak memory: loading the model in a fresh process")
             rss = peak_rss_subprocess(folder, bundle.task, _dtype_name(model),
                                       config.latency_batch_size, config.latency_seq_len if is_text else 0)
         elif config.peak_rss == "inprocess" and is_text:

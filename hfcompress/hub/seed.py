@@ -9,8 +9,12 @@ Usage::
     from hfcompress.hub.seed import seed
     seed("http://127.0.0.1:8080", token="...", only=["datasets"])
 
+Stand-ins (:data:`STAND_INS`): public dataset ids the project defaults to whose real data is not
+offline here get a sample of our offline text under their id, with a README.md that says so
+(e.g. ``NeelNanda/pile-10k``, the default calibration set, holds the English Wikipedia sample).
+
 The token must belong to a user of the orgs ``HuggingFaceTB``, ``sentence-transformers``,
-``Salesforce`` and ``fixtures`` (see :data:`SEED_ORGS`).
+``Salesforce``, ``fixtures`` and ``NeelNanda`` (see :data:`SEED_ORGS`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from ..errors import HubError, UsageError
 from ..io import sha256_file
 
-SEED_ORGS = ("HuggingFaceTB", "sentence-transformers", "Salesforce", "fixtures")
+SEED_ORGS = ("HuggingFaceTB", "sentence-transformers", "Salesforce", "fixtures", "NeelNanda")
 MODEL_IDS = ("HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2")
 IGNORE = [".hfcompress-asset.json", ".*", "**/.*", "*.lock"]
 #: Header understood by the hfcompress server: answer uploadMode "lfs" (only sent when Xet is off).
@@ -41,8 +45,87 @@ def default_datasets_dir() -> Path:
 
 
 def find_dataset_repos(root: Path) -> dict[str, Path]:
-    """``{"org/name": folder}`` for every ``root/<org>/<name>/README.md``."""
-    return {f"{p.parent.parent.name}/{p.parent.name}": p.parent for p in sorted(Path(root).glob("*/*/README.md"))}
+    """``{"org/name": folder}`` for every ``root/<org>/<name>/README.md``, plus the :data:`STAND_INS`
+    whose source is there (built under the hfcompress cache)."""
+    found = {f"{p.parent.parent.name}/{p.parent.name}": p.parent for p in sorted(Path(root).glob("*/*/README.md"))}
+    for repo_id, source in STAND_INS.items():
+        if repo_id not in found and source in found:
+            found[repo_id] = build_stand_in(repo_id, found[source])
+    return found
+
+
+#: Public dataset id -> the offline dataset whose text stands in for it on a local Hub.
+STAND_INS = {"NeelNanda/pile-10k": "fixtures/enwiki-sample"}
+
+STAND_IN_README = """---
+license: cc-by-sa-3.0
+language: [en]
+pretty_name: "Stand-in for {repo_id}: English Wikipedia sample"
+tags: [hfcompress-stand-in]
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+---
+# {repo_id} (offline stand-in)
+
+**This is not {repo_id}.** It is a stand-in that `hfcompress hub seed` puts on a local,
+offline Hub under the id hfcompress uses as its default calibration / training text, so
+that commands which rely on the default run without internet.
+
+- Content: a copy of `{source}` — {rows} English Wikipedia articles, one per row, column
+  `text` (plus `title`), split `train` — not the Pile documents of the real dataset.
+- The real `{repo_id}` on huggingface.co holds the first 10,000 documents of the Pile
+  (column `text`, split `train`); a model calibrated on this stand-in is calibrated on
+  Wikipedia text, and its hfcompress.json names `{repo_id}` all the same.
+- License: the text is Wikipedia's (CC BY-SA 3.0), as in `{source}`.
+"""
+
+
+def stand_in_dir() -> Path:
+    """Where stand-in dataset folders are built (``$HFCOMPRESS_CACHE`` or ``~/.cache/hfcompress``)."""
+    return Path(os.environ.get("HFCOMPRESS_CACHE", Path.home() / ".cache" / "hfcompress")) / "stand-ins"
+
+
+def build_stand_in(repo_id: str, source: Path) -> Path:
+    """The folder of stand-in ``repo_id``: ``source``'s data files + a README that says what it is."""
+    import shutil
+
+    folder = stand_in_dir() / repo_id
+    files = [p for p in sorted((source / "data").glob("*")) if p.is_file()]
+    rows = _count_rows(files)
+    readme = STAND_IN_README.format(repo_id=repo_id, source=f"{source.parent.name}/{source.name}", rows=rows)
+    wanted = {f"data/train-{i:05d}-of-{len(files):05d}{p.suffix}": p for i, p in enumerate(files)}
+    current = folder.is_dir() and (folder / "README.md").is_file() and (folder / "README.md").read_text() == readme \
+        and all((folder / rel).is_file() and (folder / rel).stat().st_size == p.stat().st_size
+                for rel, p in wanted.items())
+    if current:
+        return folder
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    for rel, p in wanted.items():
+        shutil.copyfile(p, tmp / rel)
+    (tmp / "README.md").write_text(readme)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built it at the same moment: theirs is as good
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "README.md").is_file():
+            raise
+    return folder
+
+
+def _count_rows(files: list[Path]) -> int | str:
+    try:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in files if p.suffix == ".parquet")
+    except Exception:  # noqa: BLE001 - the count is only prose in the README
+        return "all the"
 
 
 def _git_sha1(path: Path) -> str:

@@ -298,10 +298,11 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
 
     Refuses, before any network call, a missing folder, a folder that is not a model, pickle
     files (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``, ``*.pickle``, ``*.ckpt``; unless
-    ``allow_pickle``) and a missing token. A folder written by hfcompress without a README.md
-    gets its model card first. Every file is hashed before a new repo is created (right before
-    the upload and commit); a push that fails or is interrupted (Ctrl-C, SIGTERM) deletes the
-    repo / branch it created. ``revision`` names a branch, created from main if new. Example::
+    ``allow_pickle``) and a missing token. A folder written by hfcompress gets its model card
+    rendered for ``repo_id`` first (unless its README.md is the user's own). Every file is hashed
+    before a new repo is created (right before the upload and commit); a push that fails or is
+    interrupted (Ctrl-C, SIGTERM) deletes the repo / branch it created. ``revision`` names a
+    branch, created from main if new. Example::
 
         push("out/tiny-int8", "alice/tiny-int8", private=True, revision="int8")
     """
@@ -311,10 +312,11 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, revision: s
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not (path / "README.md").exists() and (path / "hfcompress.json").is_file():
-        from ..cards import write_card
+    if (path / "hfcompress.json").is_file():
+        from ..cards import is_generated_card, write_card
 
-        write_card(path, repo_id=repo_id)  # every pushed hfcompress output carries its card
+        if not (path / "README.md").exists() or is_generated_card(path):
+            write_card(path, repo_id=repo_id)  # the card names the repo it goes to (a user's own README stays)
     api = HfApi(endpoint=_endpoint(endpoint), token=tok, library_name="hfcompress")
     # Hashing (the slow local part) happens here, before anything exists on the Hub.
     try:
@@ -402,6 +404,10 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
             raise UsageError(f"output folder {out} exists and is not empty: choose another --output or remove it")
         check_output(out)  # parents that are files, unwritable folders: before any download
 
+    from ..reachability import hub_or_offline, unreachable_hint
+
+    online = hub_or_offline(_endpoint(endpoint))  # one short probe; unreachable: the cache, at once
+
     def download(local_dir: Path | None) -> Path:
         return Path(_with_retries(lambda: snapshot_download(
             repo_id, revision=revision, token=tok or False, endpoint=_endpoint(endpoint),
@@ -443,6 +449,8 @@ def pull(repo_id: str, *, revision: str | None = None, output: str | Path | None
         raise _translate(exc, repo_id, revision) from exc
     except (OSError, ValueError) as exc:
         if type(exc).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+            if not online:
+                raise HubError(unreachable_hint(repo_id, _endpoint(endpoint))) from exc
             raise HubError(f"cannot reach the Hub for {repo_id}: {_first_line(exc)}") from exc
         raise HubError(f"pull of {repo_id} failed: {_first_line(exc)}") from exc
     return model, folder

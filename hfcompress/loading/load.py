@@ -173,6 +173,9 @@ def _resolve(name: str, revision: str | None, token: str | None) -> tuple[Path, 
         RevisionNotFoundError,
     )
 
+    from ..reachability import hub_or_offline, unreachable_hint
+
+    online = hub_or_offline()  # one short probe: an unreachable Hub means the cache, at once
     try:
         config_file = Path(hf_hub_download(name, "config.json", revision=revision, token=token))
     except GatedRepoError:
@@ -184,7 +187,8 @@ def _resolve(name: str, revision: str | None, token: str | None) -> tuple[Path, 
     except RevisionNotFoundError:
         raise ModelLoadError(f"revision {revision!r} of {name} does not exist: check the branch, tag or commit") from None
     except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: must come first
-        raise ModelLoadError(f"cannot reach the Hub to download {name} and it is not cached: "
+        raise ModelLoadError(unreachable_hint(name) if not online else
+                             f"cannot reach the Hub to download {name} and it is not cached: "
                              "check HF_ENDPOINT / the network, or give a local folder") from None
     except EntryNotFoundError:
         raise ModelLoadError(f"{name} has no config.json: it is not a transformers model repo") from None
