@@ -26,6 +26,7 @@ from typing import Any
 
 from .cards import write_card
 from .errors import UsageError
+from .formats import folder_format
 from .io import (
     RECIPE_NAME,
     REPORT_NAME,
@@ -115,7 +116,6 @@ def build_report(bundle: ModelBundle, recipe: Recipe | None, ctx: StageContext,
             "created": parent.get("created"), "stages": len(parent["stages"]),
             "evaluation": parent.get("evaluation") or []}]
     if output is not None:  # which library loads the folder (the card says it in one line)
-        from .formats import folder_format
 
         report["format"] = folder_format(output)
     report["total_seconds"] = round(sum(r.get("seconds", 0.0) for r in report["stages"]), 3)

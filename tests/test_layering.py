@@ -28,10 +28,7 @@ FAMILY_EDGES = {
     ("recipes", "prune"), ("recipes", "quantize"), ("recipes", "distill"), ("recipes", "evaluate"),
 }
 #: Cycles owned by other work in progress (issue 17): expected to disappear; the test says which remain.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"hfcompress.prune.engine", "hfcompress.prune.owl"}),
-    frozenset({"hfcompress.prune.structured", "hfcompress.prune.taylor"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:
@@ -142,8 +139,6 @@ def test_no_import_cycles():
     assert not unexpected, f"import cycles: {unexpected}"
 
 
-@pytest.mark.xfail(strict=True, reason="prune/engine<->owl and structured<->taylor: being split by the "
-                                       "calibration-layer and architecture work of issue 17")
 def test_known_cycles_are_gone():
     cycles = set(_cycles(_graph()))
     assert not (cycles & KNOWN_CYCLES), sorted(sorted(c) for c in cycles & KNOWN_CYCLES)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..formats import folder_format
 from ..io import RECIPE_NAME, read_report
 from ..loading import TASKS
 from ..loading.load import PROCESSOR_FILES, read_config_json
@@ -182,7 +183,6 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
     task_auto = TASKS.get(report.get("task", ""), ("AutoModel",))[0]
     tags, relation, datasets, limitations = _stage_facts(report)
     snippet, needs_import = _load_snippet(config, task_auto, repo_id or "REPO_ID", _processor_class(folder))
-    from ..formats import folder_format
 
     fmt = report.get("format") or folder_format(folder)
     if needs_import:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UnsupportedError
+
 #: format name -> (library that loads it, pip package to install)
 LOADS_WITH: dict[str, tuple[str, str | None]] = {
     "dense": ("transformers", None),
@@ -138,7 +140,6 @@ def check_loadable_before_pull(fetch_config: Any) -> None:
     import json
     from pathlib import Path
 
-    from ..errors import UnsupportedError
 
     try:
         config = json.loads(Path(fetch_config()).read_text())

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from .declared import declared_layout
 from .spec import FFN, Attention, BlockLayout, Fields
 
 #: config field names that hold an FFN width, in order of preference (data)
@@ -174,7 +175,6 @@ def layout_for(block: nn.Module, config: Any, role: str) -> tuple[BlockLayout, s
 
     Returns ``(layout, source)`` with source ``"declared"`` or ``"proposed"``.
     """
-    from .declared import declared_layout
 
     declared = declared_layout(type(block).__name__, role)
     if declared is not None:

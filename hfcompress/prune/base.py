@@ -32,6 +32,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from ..config import CalibrationConfig, StageConfig
+from ..formats import SPARSE_CT_REMOVED
 from ..loading import ModelBundle
 from ..stage import as_bundle, run_stage
 
@@ -107,7 +108,6 @@ class PruneConfig(StageConfig):
             if data.get("format") == "hfcompress-sparse":
                 data = {**data, "sparse_format": True}
             if data.get("format") == "compressed-tensors":
-                from ..formats import SPARSE_CT_REMOVED
 
                 raise ValueError(SPARSE_CT_REMOVED)
         return data

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..calibration.blocks import find_block_stacks
 from ..errors import UnsupportedError
 
 #: tasks whose model computes a language-model loss from token windows
@@ -26,7 +27,6 @@ def check_taylor_task(bundle) -> None:
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    from ..calibration.blocks import find_block_stacks
 
     try:
         return [b for s in find_block_stacks(model) for b in s.blocks]

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from ..formats import compressed_tensors as ct
 from ..registry import register
 from .base import QuantizeConfig, check_not_quantized, input_sparsity, select_linears
+from .bnb import measure
 
 
 class IntWeightConfig(QuantizeConfig):
@@ -93,7 +94,6 @@ def quantize_embeddings(bundle: Any, config: IntWeightConfig, kept: list[str], p
 def finish(bundle: Any, ctx: Any, config: IntWeightConfig, chosen: dict[str, Any], kept: list[str],
            plan: dict[str, int | None], grids: dict[str, Any], sparsity_before: float) -> dict[str, Any]:
     """Install the compressed-tensors saver and build the stage summary (sizes from a scratch save)."""
-    from .bnb import measure
 
     embeddings = quantize_embeddings(bundle, config, kept, plan, grids) if config.quantize_embeddings else {}
     params = {name: grids[name].params() for name in [*chosen, *embeddings]}
