@@ -259,17 +259,17 @@ def test_group_that_divides_nothing_is_refused(tiny_models):
 
 def test_cli_flags_reach_the_configs():
     from hfcompress.cli import build_parser
-    from hfcompress.cli.quantize import build_config
+    from hfcompress.cli.common import method_config
 
     parser = build_parser()
     args = parser.parse_args(["quantize", "m", "--method", "gptq", "--bits", "8", "--group-size", "-1",
-                              "--asymmetric", "--act-order", "-o", "x"])
-    cfg = build_config(args)
+                              "--no-symmetric", "-o", "x"])
+    cfg = method_config(args)
     assert (cfg.method, cfg.bits, cfg.group_size, cfg.symmetric, cfg.act_order) == ("gptq", 8, -1, False, True)
-    cfg = build_config(parser.parse_args(["quantize", "m", "--method", "rtn", "-o", "x"]))
+    cfg = method_config(parser.parse_args(["quantize", "m", "--method", "rtn", "-o", "x"]))
     assert (cfg.bits, cfg.group_size, cfg.symmetric) == (4, 128, True)
-    with pytest.raises(UsageError, match="--asymmetric"):
-        build_config(parser.parse_args(["quantize", "m", "--method", "bnb-nf4", "--asymmetric", "-o", "x"]))
+    with pytest.raises(UsageError, match="--no-symmetric"):
+        method_config(parser.parse_args(["quantize", "m", "--method", "bnb-nf4", "--no-symmetric", "-o", "x"]))
 
 
 @pytest.mark.slow
