@@ -70,6 +70,8 @@ def _subparser(verb: str) -> argparse.ArgumentParser:
 def _values(action: argparse.Action) -> list[list[str]]:
     """Candidate argument lists that set ``action`` to something other than its default."""
     flag = action.option_strings[0]
+    if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x: one of them is not the default
+        return [[opt] for opt in action.option_strings]
     if action.nargs == 0:
         return [[flag]]
     if action.choices:

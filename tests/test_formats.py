@@ -263,12 +263,12 @@ def test_cli_flags_reach_the_configs():
 
     parser = build_parser()
     args = parser.parse_args(["quantize", "m", "--method", "gptq", "--bits", "8", "--group-size", "-1",
-                              "--no-symmetric", "-o", "x"])
+                              "--no-symmetric", "--act-order", "-o", "x"])
     cfg = method_config(args)
     assert (cfg.method, cfg.bits, cfg.group_size, cfg.symmetric, cfg.act_order) == ("gptq", 8, -1, False, True)
     cfg = method_config(parser.parse_args(["quantize", "m", "--method", "rtn", "-o", "x"]))
     assert (cfg.bits, cfg.group_size, cfg.symmetric) == (4, 128, True)
-    with pytest.raises(UsageError, match="--no-symmetric"):
+    with pytest.raises(UsageError, match="symmetric does not apply to --method bnb-nf4"):
         method_config(parser.parse_args(["quantize", "m", "--method", "bnb-nf4", "--no-symmetric", "-o", "x"]))
 
 

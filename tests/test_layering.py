@@ -7,8 +7,6 @@ import ast
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 PACKAGE = "hfcompress"
 ROOT = Path(importlib.util.find_spec(PACKAGE).origin).parent
 

@@ -188,6 +188,9 @@ def add_method_args(p: argparse.ArgumentParser, family: str, *, title: str, meth
         if spec is None:
             continue
         flag, kw = spec
+        if _unwrap(info.annotation)[0] is bool and len(set(by_method.values())) > 1:
+            # Methods disagree on the default: offer both spellings (--x / --no-x).
+            flag, kw = "--" + field.replace("_", "-"), {"action": argparse.BooleanOptionalAction, "default": None}
         if flag in p._option_string_actions or field in CALIBRATION_FLAGS or field in _RESERVED:
             owners = ", ".join(sorted(by_method))
             raise ValueError(f"{family} config field {field!r} ({owners}) would shadow the CLI flag {flag}: "
