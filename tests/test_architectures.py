@@ -55,6 +55,20 @@ def _one_thread():
 
 # -- the matrix -------------------------------------------------------------------------------
 
+#: Cells that do not work yet, each with the missing capability (shown in docs/ARCHITECTURES.md);
+#: xfail, not strict, so a fix turns them green. Everything else must pass.
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    **{("gpt2", c): "quantize selects nn.Linear only; GPT-2's Conv1D layers are not converted"
+       for c in ("bnb-int8", "bnb-nf4", "quanto-int8", "quanto-int4", "calibrated-nf4")},
+    ("gpt2", "taylor"): "Taylor scores read Linear weights; Conv1D's transposed weight is not mapped yet",
+    **{("falcon", c): "transformers' bitsandbytes integration does not replace FalconLinear"
+       for c in ("bnb-int8", "bnb-nf4", "calibrated-nf4")},
+    ("mixtral", "taylor"): "Taylor gradients of fused 3-D expert tensors are not scored per expert yet",
+    ("qwen3_moe", "taylor"): "Taylor gradients of fused 3-D expert tensors are not scored per expert yet",
+    **{(a, c): "calibration data is text only; image / audio calibration inputs are not built yet"
+       for a in ("vit", "whisper") for c in ("wanda", "sparsegpt", "2:4", "calibrated-nf4")},
+}
+
 @pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_matrix(arch, cell, matrix_dataset, tmp_path):
@@ -63,6 +77,8 @@ def test_matrix(arch, cell, matrix_dataset, tmp_path):
     if status == "pending":
         pytest.xfail(f"engine allow-list (pending the calibration work): {message}")
     assert "\n" not in message
+    if status != "ok" and (arch, cell) in KNOWN_GAPS:
+        pytest.xfail(f"known gap: {KNOWN_GAPS[arch, cell]} ({message[:200]})")
     if (arch, cell) in EXPECTED_REFUSALS:
         assert status in ("refused", "ok"), message
     else:
