@@ -65,7 +65,7 @@ DRIVER = textwrap.dedent('''
         elif point == "report":
             before(pl, "write_json", marker)
         elif point == "card-written":
-            after(pl, "_write_card_if_available", marker)
+            after(pl, "write_card", marker)
         elif point == "before-rename":
             after(hio, "_fsync_tree", marker)
         elif point == "after-exchange":
