@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from quantize_minilm import embed  # same mean-pooled embedding as the quantization benchmark
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -95,17 +96,6 @@ def sparse_sizes(bundle, names: list[str]) -> dict:
     return {"dense_fp16_bytes": dense, "hfcompress_sparse_bytes": ours, "bitmask_layout_bytes": int(bitmask),
             "hfcompress_sparse_vs_fp16": round(ours / dense, 4), "bitmask_layout_vs_fp16": round(bitmask / dense, 4),
             "sparsity": round(1 - nnz / numel, 4)}
-
-
-@torch.no_grad()
-def embed(model, tok, sentences, batch=64):
-    out = []
-    for i in range(0, len(sentences), batch):
-        enc = tok(sentences[i:i + batch], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        h = model(**enc).last_hidden_state
-        m = enc["attention_mask"].unsqueeze(-1).float()
-        out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1))
-    return torch.cat(out)
 
 
 def main() -> int:

@@ -243,8 +243,8 @@ class Sequential:
         self.stats["no_tokens"].extend(group)
         self._finish_group(group)
 
-    def _two_pass(self, fwd, args, kwargs, chunks, n, sink, groups, hs) -> None:
-        tokens = [0] * len(groups)
+    def _group_hooks(self, groups: list[Group], tokens: list[int], after: Any = None) -> list[Any]:
+        """Input hooks on each group's first layer: count tokens, feed ``on_chunk``, then ``after(gi)``."""
         handles = []
         for gi, group in enumerate(groups):
             def hook(x, gi=gi, group=group):
@@ -252,7 +252,14 @@ class Sequential:
                 tokens[gi] += x.shape[0]
                 with _no_autocast(x):
                     self.on_chunk(group, x)
+                if after is not None:
+                    after(gi)
             handles.append(add_input_hook(self.linears[group[0]], hook))
+        return handles
+
+    def _two_pass(self, fwd, args, kwargs, chunks, n, sink, groups, hs) -> None:
+        tokens = [0] * len(groups)
+        handles = self._group_hooks(groups, tokens)
         try:
             with self._autocast(hs):
                 for a, b in chunks:
@@ -276,15 +283,7 @@ class Sequential:
 
         main = getcurrent()
         tokens = [0] * len(groups)
-        handles = []
-        for gi, group in enumerate(groups):
-            def hook(x, gi=gi, group=group):
-                x = _flat(x)
-                tokens[gi] += x.shape[0]
-                with _no_autocast(x):
-                    self.on_chunk(group, x)
-                main.switch(gi)  # pause until this group is updated
-            handles.append(add_input_hook(self.linears[group[0]], hook))
+        handles = self._group_hooks(groups, tokens, after=main.switch)  # pause until the group is updated
 
         def work(a: int, b: int):
             a2, k2 = slice_call(args, kwargs, n, a, b)
