@@ -128,7 +128,9 @@ def start_hub_server(data_dir: str | Path, *extra_args: str, hf_home: str | Path
     """Start a server subprocess on a free port over ``data_dir``; returns once it answers."""
     data_dir = Path(data_dir)
     home = Path(hf_home) if hf_home else Path(tempfile.mkdtemp(prefix="hfc-hf-home-"))
-    cmd = [sys.executable, "-m", "hfcompress.cli", "hub", "serve", "--host", "127.0.0.1", "--port", "0",
+    # the server's own entry point (``hfcompress hub serve`` minus the CLI): the full CLI parser
+    # imports torch and transformers, seconds of CPU per start that a server never uses
+    cmd = [sys.executable, "-m", "hfcompress.hub.server", "--host", "127.0.0.1", "--port", "0",
            "--data", str(data_dir), "--token", f"{TEST_USER}:{TEST_TOKEN}:{','.join(TEST_ORGS)}",
            "--token", f"{OTHER_USER}:{OTHER_TOKEN}", *extra_args]
     env = client_env("http://127.0.0.1:0", None, home)
