@@ -112,6 +112,23 @@ def _letter(path: str) -> str:
     return leaf[:1]
 
 
+def _full_width_norms(block: nn.Module, prefix: str, projs: dict[str, Any], widths: dict[str, int]
+                      ) -> tuple[tuple[str, str], ...]:
+    """Norms inside the attention whose weight spans the whole query or key output (one entry per
+    head and channel, OLMo 2's ``q_norm`` / ``k_norm``); a per-head-size norm (Qwen 3) is not one."""
+    out = []
+    for path, module in block.named_modules():
+        w = getattr(module, "weight", None)
+        if not path.startswith(prefix + ".") or path in projs or not isinstance(w, nn.Parameter) or w.dim() > 2:
+            continue
+        which = [x for x, width in widths.items() if w.numel() == width]
+        if len(which) > 1:  # as wide as both (multi-head attention): the name tells
+            which = [x for x in which if _letter(path) == x]
+        if len(which) == 1:
+            out.append((path, which[0]))
+    return tuple(out)
+
+
 def _propose_attention(block: nn.Module, prefix: str, projs: list[tuple[str, Any]], hidden: int
                        ) -> Attention | None:
     inside = [(p, o) for p, o in projs if p.startswith(prefix + ".")]
@@ -124,7 +141,9 @@ def _propose_attention(block: nn.Module, prefix: str, projs: list[tuple[str, Any
         q, k, v = by["q"], by["k"], by["v"]
         o = [p for p, obj in inside if p not in (q, k, v) and projection_shape(obj)[1] == hidden]
         if len(o) == 1:
-            return Attention(q=q, k=k, v=v, o=o[0], per_head=per_head)
+            widths = {"q": projection_shape(dict(inside)[q])[1], "k": projection_shape(dict(inside)[k])[1]}
+            return Attention(q=q, k=k, v=v, o=o[0], per_head=per_head,
+                             norms=_full_width_norms(block, prefix, dict(inside), widths))
         return None
     if len(reads) == 2:  # fused qkv + o (both read the hidden state when the head width equals it)
         fused = max(reads, key=lambda p: projection_shape(dict(inside)[p])[1])

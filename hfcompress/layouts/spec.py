@@ -42,6 +42,9 @@ class Attention:
     qkv_order: str | None = None
     #: embedding tables with one column per head (T5's relative position bias); optional per block
     per_head: tuple[str, ...] = ()
+    #: norms over the whole query or key projection output (``(path, "q" | "k")``, OLMo 2's
+    #: ``q_norm`` of width heads x head size): their weights are cut with the heads
+    norms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

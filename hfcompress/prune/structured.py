@@ -203,6 +203,13 @@ def _cut_heads(state: dict, b: _Block, a: Attention, h: _Heads, units: torch.Ten
         for p in (a.k, a.v):
             take(state, b.prefix, p, b.obj(p), "out", _head_rows(kv, h.hd))
     take(state, b.prefix, a.o, b.obj(a.o), "in", _head_rows(q, h.hd))
+    for path, which in a.norms:  # [heads x head size] or [heads, head size]
+        heads = q if which == "q" else kv
+        for key in tensor_keys(b.prefix, path, b.obj(path)):
+            if key is not None and key in state:
+                t = state[key]
+                idx = _head_rows(heads, h.hd) if t.dim() == 1 else torch.tensor(heads)
+                state[key] = t.index_select(0, idx).contiguous()
     for table in a.per_head:
         key = f"{b.prefix}.{table}.weight"
         if key in state:
