@@ -35,7 +35,7 @@ from torch import nn
 
 from ..calibration.blocks import BlockStack, find_block_stacks
 from ..errors import UnsupportedError, UsageError
-from ..layouts.discover import FFN_FIELDS, layout_for, projection_shape
+from ..layouts.discover import FFN_FIELDS, layout_for, projection_shape, projections
 from ..layouts.spec import Attention, BlockLayout
 from ..layouts.surgery import (
     describable,
@@ -128,9 +128,27 @@ def _check_count(what: str, s: float, units: int, remove: int) -> None:
 
 # -- geometry ---------------------------------------------------------------------------------
 
+def _ffn_outputs(b: _Block) -> list[str]:
+    """Projections outside the attentions that write the hidden state (the FFN output candidates)."""
+    if not b.layout.attention:
+        return []
+    hidden = projection_shape(b.obj(b.layout.attention[0].o))[1]
+    used = [p for a in b.layout.attention for p in (a.q, a.k, a.v, a.qkv, a.o) if p]
+    outs = [(p, o) for p, o in projections(b.module) if p not in used and projection_shape(o)[1] == hidden
+            and not any(p.startswith(u.rpartition(".")[0] + ".") for u in used if "." in u)]
+    if len(outs) > 1:  # a square projection beside an FFN output is not one
+        outs = [(p, o) for p, o in outs if projection_shape(o)[0] != hidden]
+    return [p for p, _ in outs]
+
+
 def _ffn_width(b: _Block) -> int:
     ffn = b.layout.ffn
     if ffn is None:
+        outs = _ffn_outputs(b)
+        if len(outs) > 1:
+            raise UnsupportedError(f"ffn pruning cuts one feed-forward network per block, and {_cls(b)} has "
+                                   f"{len(outs)} side by side ({', '.join(f'`{o}`' for o in outs)}, e.g. routed "
+                                   "and shared experts): use --structured heads or layers")
         raise UnsupportedError(f"ffn pruning needs a feed-forward network in each block, and none was found in "
                                f"{_cls(b)} (one projection writing the hidden state fed by ones reading it): "
                                "declare its layout in hfcompress/layouts")

@@ -105,6 +105,10 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any], str]] = {
     # RMSNorm over the whole query / key projections (q_norm, k_norm: heads x head size)
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict(_DEC, pad_token_id=0, bos_token_id=1, eos_token_id=2),
               "decoder"),
+    # routed experts (fused 3-D) beside a shared expert with its own sigmoid gate (Qwen1.5-MoE / Qwen2-MoE)
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", dict(
+        _DEC, moe_intermediate_size=48, shared_expert_intermediate_size=96, num_experts=4, num_experts_per_tok=2),
+        "decoder"),
     "bert": ("BertConfig", "BertForMaskedLM", dict(_ENC), "encoder"),
     "roberta": ("RobertaConfig", "RobertaForMaskedLM", dict(_ENC, max_position_embeddings=130, pad_token_id=0),
                 "encoder"),
