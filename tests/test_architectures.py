@@ -72,7 +72,6 @@ def _freeze_survivors():
 #: Cells that do not work yet, each with the missing capability (shown in docs/ARCHITECTURES.md);
 #: xfail, not strict, so a fix turns them green. Everything else must pass.
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("qwen2_moe", "ffn"): "a shared expert beside the routed experts: structured FFN cuts one FFN per block",
     **{(a, c): "calibration data is text only; image / audio calibration inputs are not built yet"
        for a in ("vit", "whisper") for c in ("wanda", "sparsegpt", "2:4", "calibrated-nf4")},
 }
@@ -366,7 +365,7 @@ def test_layer_removal_keeps_per_layer_config_lists(matrix_dataset):
     assert bundle.model.config.num_hidden_layers == 3
 
 
-@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "t5"])
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "qwen2_moe", "t5"])
 def test_activation_importance_on_experts_and_stacks(arch, matrix_dataset, tmp_path):
     """Wanda-style structured FFN: per-expert statistics from the tokens routed to each expert
     (an expert no token reached is ranked by magnitude, and reported), both stacks of T5."""
@@ -385,6 +384,8 @@ def test_activation_importance_on_experts_and_stacks(arch, matrix_dataset, tmp_p
                       calibration=CalibrationConfig(dataset=matrix_dataset, samples=2, seq_len=16))
     s = run_stage(bundle, cfg, StageContext(progress=False))["summary"]
     assert s["intermediate_size"][1] == s["intermediate_size"][0] // 2
+    if arch == "qwen2_moe":  # routed experts and the shared expert, each its own width field
+        assert s["ffn_widths"] == {"moe_intermediate_size": [48, 24], "shared_expert_intermediate_size": [96, 48]}
     bundle.model.save_pretrained(tmp_path)
     re = getattr(transformers, ARCHITECTURES[arch][1]).from_pretrained(tmp_path).eval()
     x = matrix_inputs(arch)

@@ -7,7 +7,8 @@ plain ``from_pretrained`` loads the result and gives the same outputs:
 
 * ``ffn``: remove ``round(I * sparsity)`` channels of every FFN (uniform, so the config's width
   field describes the result): outputs of its input projections (each part of a fused gate|up),
-  inputs of its output projection; mixture-of-experts tensors: each expert its own channels.
+  inputs of its output projection; mixture-of-experts tensors: each expert its own channels; FFNs
+  side by side (a shared expert beside the routed ones): each by its own width field.
 * ``heads``: grouped-query attention: remove ``round(G * sparsity)`` whole key/value groups (with
   their query heads); multi-query attention (one K/V head): remove query heads inside the group;
   multi-head: heads. Self- and cross-attention alike; fused q|k|v projections are sliced by
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -127,6 +128,18 @@ def _check_count(what: str, s: float, units: int, remove: int) -> None:
 
 
 # -- geometry ---------------------------------------------------------------------------------
+
+def _ffn_views(blocks: list[_Block]) -> list[_Block]:
+    """One entry per FFN: a block with FFNs side by side (``extra_ffn``: a shared expert beside the
+    routed experts) gives one view per FFN, each with that FFN and its own width field."""
+    out = []
+    for b in blocks:
+        out.append(b)
+        for f in b.layout.extra_ffn:
+            fields = replace(b.layout.fields, ffn=f.field)
+            out.append(replace(b, layout=replace(b.layout, ffn=f, extra_ffn=(), fields=fields)))
+    return out
+
 
 def _ffn_outputs(b: _Block) -> list[str]:
     """Projections outside the attentions that write the hidden state (the FFN output candidates)."""
@@ -552,6 +565,7 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
 
     # plan: counts, config fields and a dry run of the cut on the meta device, before any work
     if what == "ffn":
+        blocks = _ffn_views(blocks)
         widths: dict[str, int] = {}
         for b in blocks:
             w = _ffn_width(b)
@@ -634,6 +648,8 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
             _cut_ffn(state, b, _keep_sorted(sc, keep))
         summary["removed"] = remove[blocks[0].layout.fields.ffn]
         summary["intermediate_size"] = [units, units - summary["removed"]]
+        if len(widths) > 1:  # FFNs side by side, each its own width field
+            summary["ffn_widths"] = {f: [w, w - remove[f]] for f, w in widths.items()}
     elif what == "heads":
         scores = _head_scores(bundle, blocks, geo, importance, ids, cfg, ctx.progress)
         removed_units = []
