@@ -16,6 +16,7 @@ the config's widths — no list of model types.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -112,6 +113,23 @@ def _letter(path: str) -> str:
     return leaf[:1]
 
 
+def _full_width_norms(block: nn.Module, prefix: str, projs: dict[str, Any], widths: dict[str, int]
+                      ) -> tuple[tuple[str, str], ...]:
+    """Norms inside the attention whose weight spans the whole query or key output (one entry per
+    head and channel, OLMo 2's ``q_norm`` / ``k_norm``); a per-head-size norm (Qwen 3) is not one."""
+    out = []
+    for path, module in block.named_modules():
+        w = getattr(module, "weight", None)
+        if not path.startswith(prefix + ".") or path in projs or not isinstance(w, nn.Parameter) or w.dim() > 2:
+            continue
+        which = [x for x, width in widths.items() if w.numel() == width]
+        if len(which) > 1:  # as wide as both (multi-head attention): the name tells
+            which = [x for x in which if _letter(path) == x]
+        if len(which) == 1:
+            out.append((path, which[0]))
+    return tuple(out)
+
+
 def _propose_attention(block: nn.Module, prefix: str, projs: list[tuple[str, Any]], hidden: int
                        ) -> Attention | None:
     inside = [(p, o) for p, o in projs if p.startswith(prefix + ".")]
@@ -124,7 +142,9 @@ def _propose_attention(block: nn.Module, prefix: str, projs: list[tuple[str, Any
         q, k, v = by["q"], by["k"], by["v"]
         o = [p for p, obj in inside if p not in (q, k, v) and projection_shape(obj)[1] == hidden]
         if len(o) == 1:
-            return Attention(q=q, k=k, v=v, o=o[0], per_head=per_head)
+            widths = {"q": projection_shape(dict(inside)[q])[1], "k": projection_shape(dict(inside)[k])[1]}
+            return Attention(q=q, k=k, v=v, o=o[0], per_head=per_head,
+                             norms=_full_width_norms(block, prefix, dict(inside), widths))
         return None
     if len(reads) == 2:  # fused qkv + o (both read the hidden state when the head width equals it)
         fused = max(reads, key=lambda p: projection_shape(dict(inside)[p])[1])
@@ -150,24 +170,59 @@ def propose_layout(block: nn.Module, config: Any, role: str = "decoder") -> Bloc
         used.update(p for p, _ in projs if p.startswith(prefix + "."))
     rest = [(p, o) for p, o in projs if p not in used]
     ffn = None
+    extra: list[FFN] = []
     outputs = [(p, o) for p, o in rest if projection_shape(o)[1] == hidden]
     if len(outputs) > 1:  # a square projection beside the FFN output is not its output
         outputs = [(p, o) for p, o in outputs if projection_shape(o)[0] != hidden]
     if len(outputs) == 1:
-        out_path, out_obj = outputs[0]
-        width = projection_shape(out_obj)[0]
-        experts = isinstance(out_obj, nn.Parameter)
-        ins = [(p, o) for p, o in rest if p != out_path and projection_shape(o)[0] == hidden
-               and projection_shape(o)[1] % width == 0 and isinstance(o, nn.Parameter) == experts]
-        chunks = {projection_shape(o)[1] // width for _, o in ins}
-        if ins and len(chunks) == 1:
-            ffn = FFN(inputs=tuple(p for p, _ in ins), output=out_path, chunks=chunks.pop(), experts=experts)
+        ffn = _propose_ffn(rest, outputs[0], hidden, same_parent=False)
+    elif len(outputs) > 1:  # FFNs side by side (routed + shared experts): each fed from its own module
+        found = [_propose_ffn(rest, out, hidden, same_parent=True) for out in outputs]
+        if all(found):
+            ffn, extra = found[0], found[1:]
     is_ed = bool(getattr(config, "is_encoder_decoder", False))
     width = None
     if ffn is not None:
         width = projection_shape(dict(projs)[ffn.output])[0]
     fields = propose_fields(config, role, is_ed, width, bool(ffn and ffn.experts))
-    return BlockLayout(fields=fields, ffn=ffn, attention=tuple(attention))
+    if extra:
+        taken = {fields.ffn}
+        named = []
+        for f in extra:
+            field = _width_field(config, projection_shape(dict(projs)[f.output])[0], taken)
+            if field is None:
+                return BlockLayout(fields=fields, ffn=None, attention=tuple(attention))
+            taken.add(field)
+            named.append(replace(f, field=field))
+        extra = named
+    return BlockLayout(fields=fields, ffn=ffn, attention=tuple(attention), extra_ffn=tuple(extra))
+
+
+#: config fields of a second FFN's width (a shared expert beside routed ones), besides FFN_FIELDS (data)
+SHARED_FFN_FIELDS = ("shared_expert_intermediate_size",)
+
+
+def _width_field(config: Any, width: int, taken: set[str | None]) -> str | None:
+    names = SHARED_FFN_FIELDS + EXPERT_FFN_FIELDS + FFN_FIELDS
+    return next((n for n in names if n not in taken and getattr(config, n, None) == width), None)
+
+
+def _propose_ffn(rest: list[tuple[str, Any]], output: tuple[str, Any], hidden: int, same_parent: bool
+                 ) -> FFN | None:
+    """The FFN whose output projection is ``output``: the projections reading the hidden state with a
+    multiple of its width (of the same kind, 2-D or expert tensors; with ``same_parent``, inside the
+    same module)."""
+    out_path, out_obj = output
+    width = projection_shape(out_obj)[0]
+    experts = isinstance(out_obj, nn.Parameter)
+    parent = out_path.rpartition(".")[0]
+    ins = [(p, o) for p, o in rest if p != out_path and projection_shape(o)[0] == hidden
+           and projection_shape(o)[1] % width == 0 and isinstance(o, nn.Parameter) == experts
+           and (not same_parent or p.rpartition(".")[0] == parent)]
+    chunks = {projection_shape(o)[1] // width for _, o in ins}
+    if ins and len(chunks) == 1:
+        return FFN(inputs=tuple(p for p, _ in ins), output=out_path, chunks=chunks.pop(), experts=experts)
+    return None
 
 
 def layout_for(block: nn.Module, config: Any, role: str) -> tuple[BlockLayout, str]:

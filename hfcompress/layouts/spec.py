@@ -25,6 +25,8 @@ class FFN:
     chunks: int = 1
     #: the projections are 3-D expert tensors ``[experts, out, in]`` (one channel set per expert)
     experts: bool = False
+    #: config field of this FFN's width, when it is not the stack's ``Fields.ffn`` (a second FFN)
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Attention:
     qkv_order: str | None = None
     #: embedding tables with one column per head (T5's relative position bias); optional per block
     per_head: tuple[str, ...] = ()
+    #: norms over the whole query or key projection output (``(path, "q" | "k")``, OLMo 2's
+    #: ``q_norm`` of width heads x head size): their weights are cut with the heads
+    norms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,15 @@ class BlockLayout:
     fields: Fields
     ffn: FFN | None = None
     attention: tuple[Attention, ...] = ()
+    #: further FFNs beside ``ffn`` in the same block, each with its own ``field`` (a shared expert
+    #: next to the routed experts, Qwen2-MoE)
+    extra_ffn: tuple[FFN, ...] = ()
 
     def projections(self) -> list[str]:
         out: list[str] = []
-        if self.ffn is not None:
-            out += [*self.ffn.inputs, self.ffn.output]
+        for ffn in (self.ffn, *self.extra_ffn):
+            if ffn is not None:
+                out += [*ffn.inputs, ffn.output]
         for a in self.attention:
             out += [p for p in (a.q, a.k, a.v, a.qkv, a.o) if p]
         return out

@@ -4,15 +4,21 @@
 L is the model's own loss on the calibration windows: causal LM next token, masked LM with
 15 % of tokens masked, sequence-to-sequence with the window as labels. Gradient checkpointing
 per block keeps activation memory at about one block; each weight's |w * g| is added to its
-score as soon as its gradient is ready and the gradient is freed.
+score as soon as its gradient is ready and the gradient is freed. Gradients are taken on leaf
+parameters: a GPT-2 ``Conv1D`` target is scored through its ``[in, out]`` parameter, the experts
+of a fused 3-D tensor through that tensor (:func:`target_scores`); tied parameters are scored once.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..calibration.blocks import find_block_stacks
+from ..calibration.targets import Conv1DTarget, ExpertTarget
 from ..errors import UnsupportedError
 
 #: tasks whose model computes a language-model loss from token windows
@@ -34,17 +40,50 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
         return []
 
 
+def _leaf(name: str, target: Any) -> tuple[str, nn.Parameter, Callable[[torch.Tensor], torch.Tensor]]:
+    """``(key, parameter, view)``: the leaf parameter behind a pruning target and how its ``[out, in]``
+    matrix is cut from a tensor of the parameter's shape (a Conv1D's transpose, one expert's slice)."""
+    if isinstance(target, Conv1DTarget):
+        return name, target.parameter, lambda s: s.t()
+    if isinstance(target, ExpertTarget):
+        e, transposed = target.expert, bool(getattr(target.module, "is_transposed", False))
+        return name.rpartition(".")[0], target.parameter, lambda s: s[e].t() if transposed else s[e]
+    return name, target.weight, lambda s: s
+
+
+def target_scores(bundle, targets: dict[str, Any], ids: torch.Tensor, batch_size: int | None,
+                  progress: bool = False) -> dict[str, torch.Tensor]:
+    """:func:`taylor_scores` of pruning targets (Linear, Conv1D, one expert of a fused 3-D tensor), each
+    ``[out, in]`` like the target's ``weight``: gradients are taken on the leaf parameters (a fused
+    expert tensor once for all its experts) and each target's score is its view of them."""
+    leaves: dict[str, nn.Parameter] = {}
+    views = {}
+    for name, t in targets.items():
+        key, param, view = _leaf(name, t)
+        leaves[key] = param
+        views[name] = (key, view)
+    scores = taylor_scores(bundle, leaves, ids, batch_size, progress)
+    return {name: view(scores[key]) for name, (key, view) in views.items()}
+
+
 def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor, batch_size: int | None,
                   progress: bool = False) -> dict[str, torch.Tensor]:
-    """``{name: sum over batches of |p * dL/dp|}`` (float32) for the given parameters."""
+    """``{name: sum over batches of |p * dL/dp|}`` (float32) for the given (leaf) parameters; names of
+    one shared (tied) parameter get the same scores tensor."""
     model = bundle.model
-    scores = {n: torch.zeros(p.shape, dtype=torch.float32) for n, p in params.items()}
+    for n, p in params.items():
+        if not p.is_leaf:
+            raise UnsupportedError(f"taylor scores are taken on parameters, and `{n}` is a view of one: pass the "
+                                   "parameter (see target_scores)")
+    by_id: dict[int, torch.Tensor] = {}
+    scores = {n: by_id.setdefault(id(p), torch.zeros(p.shape, dtype=torch.float32)) for n, p in params.items()}
     saved = {n: p.requires_grad for n, p in model.named_parameters()}
     was_training = model.training
     hooks = []
     for p in model.parameters():
         p.requires_grad_(False)
-    for n, p in params.items():
+    unique = {id(p): (n, p) for n, p in params.items()}
+    for n, p in unique.values():
         p.requires_grad_(True)
 
         def hook(param, n=n):

@@ -7,7 +7,8 @@ plain ``from_pretrained`` loads the result and gives the same outputs:
 
 * ``ffn``: remove ``round(I * sparsity)`` channels of every FFN (uniform, so the config's width
   field describes the result): outputs of its input projections (each part of a fused gate|up),
-  inputs of its output projection; mixture-of-experts tensors: each expert its own channels.
+  inputs of its output projection; mixture-of-experts tensors: each expert its own channels; FFNs
+  side by side (a shared expert beside the routed ones): each by its own width field.
 * ``heads``: grouped-query attention: remove ``round(G * sparsity)`` whole key/value groups (with
   their query heads); multi-query attention (one K/V head): remove query heads inside the group;
   multi-head: heads. Self- and cross-attention alike; fused q|k|v projections are sliced by
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from torch import nn
 
 from ..calibration.blocks import BlockStack, find_block_stacks
 from ..errors import UnsupportedError, UsageError
-from ..layouts.discover import FFN_FIELDS, layout_for, projection_shape
+from ..layouts.discover import FFN_FIELDS, layout_for, projection_shape, projections
 from ..layouts.spec import Attention, BlockLayout
 from ..layouts.surgery import (
     describable,
@@ -128,9 +129,39 @@ def _check_count(what: str, s: float, units: int, remove: int) -> None:
 
 # -- geometry ---------------------------------------------------------------------------------
 
+def _ffn_views(blocks: list[_Block]) -> list[_Block]:
+    """One entry per FFN: a block with FFNs side by side (``extra_ffn``: a shared expert beside the
+    routed experts) gives one view per FFN, each with that FFN and its own width field."""
+    out = []
+    for b in blocks:
+        out.append(b)
+        for f in b.layout.extra_ffn:
+            fields = replace(b.layout.fields, ffn=f.field)
+            out.append(replace(b, layout=replace(b.layout, ffn=f, extra_ffn=(), fields=fields)))
+    return out
+
+
+def _ffn_outputs(b: _Block) -> list[str]:
+    """Projections outside the attentions that write the hidden state (the FFN output candidates)."""
+    if not b.layout.attention:
+        return []
+    hidden = projection_shape(b.obj(b.layout.attention[0].o))[1]
+    used = [p for a in b.layout.attention for p in (a.q, a.k, a.v, a.qkv, a.o) if p]
+    outs = [(p, o) for p, o in projections(b.module) if p not in used and projection_shape(o)[1] == hidden
+            and not any(p.startswith(u.rpartition(".")[0] + ".") for u in used if "." in u)]
+    if len(outs) > 1:  # a square projection beside an FFN output is not one
+        outs = [(p, o) for p, o in outs if projection_shape(o)[0] != hidden]
+    return [p for p, _ in outs]
+
+
 def _ffn_width(b: _Block) -> int:
     ffn = b.layout.ffn
     if ffn is None:
+        outs = _ffn_outputs(b)
+        if len(outs) > 1:
+            raise UnsupportedError(f"ffn pruning cuts one feed-forward network per block, and {_cls(b)} has "
+                                   f"{len(outs)} side by side ({', '.join(f'`{o}`' for o in outs)}, e.g. routed "
+                                   "and shared experts): use --structured heads or layers")
         raise UnsupportedError(f"ffn pruning needs a feed-forward network in each block, and none was found in "
                                f"{_cls(b)} (one projection writing the hidden state fed by ones reading it): "
                                "declare its layout in hfcompress/layouts")
@@ -203,6 +234,13 @@ def _cut_heads(state: dict, b: _Block, a: Attention, h: _Heads, units: torch.Ten
         for p in (a.k, a.v):
             take(state, b.prefix, p, b.obj(p), "out", _head_rows(kv, h.hd))
     take(state, b.prefix, a.o, b.obj(a.o), "in", _head_rows(q, h.hd))
+    for path, which in a.norms:  # [heads x head size] or [heads, head size]
+        heads = q if which == "q" else kv
+        for key in tensor_keys(b.prefix, path, b.obj(path)):
+            if key is not None and key in state:
+                t = state[key]
+                idx = _head_rows(heads, h.hd) if t.dim() == 1 else torch.tensor(heads)
+                state[key] = t.index_select(0, idx).contiguous()
     for table in a.per_head:
         key = f"{b.prefix}.{table}.weight"
         if key in state:
@@ -527,6 +565,7 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
 
     # plan: counts, config fields and a dry run of the cut on the meta device, before any work
     if what == "ffn":
+        blocks = _ffn_views(blocks)
         widths: dict[str, int] = {}
         for b in blocks:
             w = _ffn_width(b)
@@ -609,6 +648,8 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
             _cut_ffn(state, b, _keep_sorted(sc, keep))
         summary["removed"] = remove[blocks[0].layout.fields.ffn]
         summary["intermediate_size"] = [units, units - summary["removed"]]
+        if len(widths) > 1:  # FFNs side by side, each its own width field
+            summary["ffn_widths"] = {f: [w, w - remove[f]] for f, w in widths.items()}
     elif what == "heads":
         scores = _head_scores(bundle, blocks, geo, importance, ids, cfg, ctx.progress)
         removed_units = []

@@ -21,10 +21,10 @@ from .engine import (
     target_linears,
     zero_,
 )
-from .gradients import check_taylor_task, taylor_scores
+from .gradients import check_taylor_task, target_scores, taylor_scores
 from .structured import apply_structured
 
-__all__ = ["TaylorConfig", "apply_taylor", "check_taylor_task", "taylor_scores"]
+__all__ = ["TaylorConfig", "apply_taylor", "check_taylor_task", "target_scores", "taylor_scores"]
 
 
 class TaylorConfig(PruneConfig):
@@ -47,8 +47,7 @@ def apply_taylor(bundle, cfg: TaylorConfig, ctx):
     nm = cfg.nm()
     check_widths(linears, nm)
     ids = calibration_ids(bundle, cfg.calibration_or_default())
-    scores = taylor_scores(bundle, {n: m.weight for n, m in linears.items()}, ids, cfg.batch_size,
-                           progress=ctx.progress)
+    scores = target_scores(bundle, linears, ids, cfg.batch_size, progress=ctx.progress)
     s = cfg.effective_sparsity()
     with torch.no_grad():
         for name, lin in linears.items():

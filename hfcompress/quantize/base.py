@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from ..config import StageConfig
-from ..errors import UsageError
+from ..errors import UnsupportedError, UsageError
 from ..loading import ModelBundle
 from ..sizes import logical_parameters, memory_bytes, safetensors_sizes
 from ..stage import StageContext, as_bundle, run_stage, save_bundle
@@ -133,21 +133,45 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return False
 
 
-def linear_modules(model: Any) -> dict[str, Any]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+def is_conv1d(module: Any) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 and kin): a linear layer whose weight is stored ``[in, out]``."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    return isinstance(module, Conv1D)
 
 
-def select_linears(model: Any, skip: list[str], *, use_defaults: bool = True) -> tuple[dict[str, Any], list[str]]:
-    """(Linear modules to quantize by name, names of the Linear modules kept in full precision)."""
+def in_features(module: Any) -> int:
+    """Input width of a Linear or a ``Conv1D``."""
+    return int(module.weight.shape[0]) if is_conv1d(module) else int(module.in_features)
+
+
+def linear_modules(model: Any, conv1d: bool = False) -> dict[str, Any]:
+    """``nn.Linear`` modules by name (and transformers ``Conv1D`` with ``conv1d=True``)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or (conv1d and is_conv1d(m))}
+
+
+def select_linears(model: Any, skip: list[str], *, use_defaults: bool = True,
+                   conv1d: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """(Linear modules to quantize by name, names of the Linear modules kept in full precision).
+
+    ``conv1d=True``: transformers ``Conv1D`` layers count as Linear (the backend handles their
+    ``[in, out]`` orientation).
+    """
     patterns = list(skip) + (default_skip_modules(model) if use_defaults else [])
     chosen, kept = {}, []
-    for name, module in linear_modules(model).items():
+    for name, module in linear_modules(model, conv1d).items():
         (kept.append(name) if _matches(name, patterns) else chosen.__setitem__(name, module))
     unknown = [p for p in skip if not any(_matches(n, [p]) for n, _ in model.named_modules())]
     if unknown:
         raise UsageError(f"--skip-modules names no module of this model: {', '.join(unknown)} "
                          "(give module names such as lm_head or patterns such as '*.down_proj')")
     if not chosen:
+        if not conv1d and any(is_conv1d(m) for m in model.modules()):
+            raise UnsupportedError("this method converts nn.Linear layers, and this model's projections are "
+                                   "transformers Conv1D layers (weight [in, out]): use bnb-int8, bnb-nf4, "
+                                   "quanto-int8, quanto-int4 or calibrated-nf4")
         raise UsageError("no Linear module left to quantize: check --skip-modules")
     return chosen, kept
 

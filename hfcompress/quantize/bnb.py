@@ -29,6 +29,7 @@ from .base import (
     check_not_quantized,
     default_skip_modules,
     input_sparsity,
+    is_conv1d,
     measure,
     model_dtype,
     save_plain,
@@ -38,8 +39,8 @@ from .base import (
 )
 
 # ``measure`` is re-exported here (it lived in this module; the calibrated quantizers import it).
-__all__ = ["BnbFP4Config", "BnbInt8Config", "BnbNF4Config", "apply_bnb", "bnb_config", "harden_bnb4", "measure",
-           "reload_quantized"]
+__all__ = ["BnbFP4Config", "BnbInt8Config", "BnbNF4Config", "apply_bnb", "bnb_config", "bnb_converts", "harden_bnb4",
+           "measure", "reload_quantized", "select_bnb"]
 
 
 class BnbInt8Config(QuantizeConfig):
@@ -141,6 +142,27 @@ def harden_bnb4(model: Any) -> None:
             qs.absmax = qs.absmax.to(torch.bfloat16).to(qs.absmax.dtype)
 
 
+def bnb_converts(module: Any) -> bool:
+    """Whether transformers' bitsandbytes integration replaces ``module`` when it loads a model:
+    exact ``nn.Linear`` and ``Conv1D`` (transposed by transformers), never a subclass of nn.Linear
+    (a plain ``from_pretrained`` of the saved folder would leave it unquantized)."""
+    return type(module) is torch.nn.Linear or is_conv1d(module)
+
+
+def select_bnb(model: Any, skip: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """:func:`select_linears` for bitsandbytes: Linear subclasses it cannot convert are kept (one-line
+    error, before any work, when nothing is left)."""
+    chosen, kept = select_linears(model, skip, conv1d=True)
+    other = {n: m for n, m in chosen.items() if not bnb_converts(m)}
+    if len(other) == len(chosen):
+        cls = sorted({type(m).__name__ for m in other.values()})
+        raise UnsupportedError(f"bitsandbytes (through transformers) converts exact nn.Linear and Conv1D layers "
+                               f"only, and this model's projections are {', '.join(cls)} (subclasses of nn.Linear "
+                               "that a plain from_pretrained would not reload quantized): use quanto-int8, "
+                               "quanto-int4 or calibrated-int4")
+    return {n: m for n, m in chosen.items() if n not in other}, sorted([*kept, *other])
+
+
 @register(BnbInt8Config)
 @register(BnbNF4Config)
 @register(BnbFP4Config)
@@ -148,7 +170,7 @@ def apply_bnb(bundle: ModelBundle, config: QuantizeConfig, ctx: StageContext) ->
     _check_env()
     model = bundle.model
     check_not_quantized(model)
-    chosen, kept = select_linears(model, config.skip_modules)
+    chosen, kept = select_bnb(model, config.skip_modules)
     skip = sorted(set(default_skip_modules(model)) | set(config.skip_modules) | set(kept))
     sparsity_before = input_sparsity(model, list(chosen))
     qconfig = bnb_config(config, skip, model_dtype(model))

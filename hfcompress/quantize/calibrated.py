@@ -33,7 +33,6 @@ from ..calibration import (
     Sequential,
     calibration_windows,
     find_block_stacks,
-    find_targets,
     fix_dead,
     inverse_cholesky_upper,
     obs_quantize,
@@ -44,10 +43,10 @@ from ..errors import UsageError
 from ..registry import register
 from .base import (
     QuantizeConfig,
-    _matches,
     check_not_quantized,
-    default_skip_modules,
+    in_features,
     input_sparsity,
+    is_conv1d,
     select_linears,
 )
 
@@ -273,15 +272,6 @@ def calibrate_blocks(model: Any, ids: torch.Tensor, chosen: dict[str, Any], make
     return {"grids": grids, "calibrated": done, "no_tokens": list(seq.stats.get("no_tokens", []))}
 
 
-def _conv1d_targets(model: Any, skip: list[str]) -> dict[str, Any]:
-    """transformers ``Conv1D`` layers inside the blocks (bitsandbytes quantizes them like Linear)."""
-    try:
-        found = find_targets(model, find_block_stacks(model), experts=False)
-    except UsageError:
-        return {}
-    return {n: t for n, t in found.items() if isinstance(t, Conv1DTarget) and not _matches(n, skip)}
-
-
 def _no_tokens(info: dict[str, Any]) -> dict[str, Any]:
     if not info.get("no_tokens"):
         return {}
@@ -294,12 +284,13 @@ def _calibration(bundle: Any, config: _CalibratedConfig) -> torch.Tensor:
 
 @register(CalibratedNF4Config)
 def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> dict[str, Any]:
-    from .bnb import BnbNF4Config, apply_bnb
+    from .bnb import BnbNF4Config, apply_bnb, select_bnb
 
     model = bundle.model
     check_not_quantized(model)
-    chosen, kept = select_linears(model, config.skip_modules)
-    pool = {**chosen, **_conv1d_targets(model, list(config.skip_modules) + default_skip_modules(model))}
+    chosen, kept = select_bnb(model, config.skip_modules)  # what bitsandbytes will store, checked first
+    # Conv1D (GPT-2) by its real orientation: the [out, in] view of its [in, out] weight
+    pool = {n: Conv1DTarget(m) if is_conv1d(m) else m for n, m in chosen.items()}
     odd = sorted(n for n, m in pool.items() if m.in_features % 64)
     ids = _calibration(bundle, config)
     sparsity_before = input_sparsity(model, list(chosen))
@@ -331,14 +322,16 @@ def apply_calibrated_int4(bundle: Any, config: CalibratedInt4Config, ctx: Any) -
     from optimum.quanto.tensor.weights.quantization import quantize_weight
 
     from .bnb import measure
-    from .quanto_format import HfcQuantoConfig, attach
+    from .quanto_format import HfcQuantoConfig, attach, conv1d_as_linear
 
     model = bundle.model
     check_not_quantized(model)
-    chosen, kept = select_linears(model, config.skip_modules)
-    bad = sorted({m.in_features for m in chosen.values() if m.in_features % config.group_size})
+    chosen, kept = select_linears(model, config.skip_modules, conv1d=True)
+    bad = sorted({in_features(m) for m in chosen.values() if in_features(m) % config.group_size})
     if bad:
         raise UsageError(f"group size {config.group_size} does not divide in_features {bad}: pick a divisor")
+    conv1d_as_linear(model, [n for n, m in chosen.items() if is_conv1d(m)])  # stored as quanto QLinear
+    chosen = {n: model.get_submodule(n) for n in chosen}
     ids = _calibration(bundle, config)
     sparsity_before = input_sparsity(model, list(chosen))
     info = calibrate_blocks(model, ids, chosen, lambda m: AffineGrid(4, config.group_size), config,

@@ -6,6 +6,7 @@
 
 The result is written in the hfcompress quanto format (:mod:`hfcompress.quantize.quanto_format`),
 which ``import hfcompress`` registers with transformers so that ``from_pretrained`` reloads it.
+transformers ``Conv1D`` layers (GPT-2) are quantized as the ``nn.Linear`` of their transposed weight.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from ..errors import UnsupportedError, UsageError
 from ..loading import ModelBundle
 from ..registry import register
 from ..stage import StageContext
-from .base import QuantizeConfig, check_not_quantized, input_sparsity, measure, select_linears
-from .quanto_format import HfcQuantoConfig, attach
+from .base import (
+    QuantizeConfig,
+    check_not_quantized,
+    in_features,
+    input_sparsity,
+    is_conv1d,
+    measure,
+    select_linears,
+)
+from .quanto_format import HfcQuantoConfig, attach, conv1d_as_linear
 
 
 class _QuantoConfig(QuantizeConfig):
@@ -117,17 +126,19 @@ def apply_quanto(bundle: ModelBundle, config: _QuantoConfig, ctx: StageContext) 
     _check_env(config)
     model = bundle.model
     check_not_quantized(model)
-    chosen, kept = select_linears(model, config.skip_modules)
+    chosen, kept = select_linears(model, config.skip_modules, conv1d=True)
     group_size = config.group_size
     if group_size is not None:
         if config.bits >= 8:
             raise UsageError(f"--group-size applies to quanto-int4 / quanto-int2; {config.method} scales "
                              "each output row: drop --group-size")
-        bad = sorted({m.in_features for m in chosen.values() if m.in_features % group_size})
+        bad = sorted({in_features(m) for m in chosen.values() if in_features(m) % group_size})
         if bad:
             raise UsageError(f"group size {group_size} does not divide in_features {bad} of this model: "
                              "pick a divisor (e.g. 32 or 64) or skip those modules")
     sparsity_before = input_sparsity(model, list(chosen))
+    conv1d_as_linear(model, [n for n, m in chosen.items() if is_conv1d(m)])  # quanto quantizes nn.Linear
+    chosen = {n: model.get_submodule(n) for n in chosen}
     spec = quanto_quantize(model, chosen, config.qtype, group_size, config.scale_dtype)
     qconf = HfcQuantoConfig(weights=config.qtype, group_size=group_size, modules=spec,
                             scale_dtype=config.scale_dtype)

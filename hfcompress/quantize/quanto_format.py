@@ -16,6 +16,9 @@ Layout (safetensors, next to the usual unquantized tensors), per quantized Linea
 * ``m.weight_qshift`` — affine shift (int2 / int4 only);
 * ``m.input_scale`` / ``m.output_scale`` — quanto's (unused, =1) activation scales.
 
+transformers ``Conv1D`` layers (GPT-2, weight ``[in, out]``) are quantized as the ``nn.Linear`` of the
+transposed weight, and stored so: loading turns the model's own Conv1D into that QLinear.
+
 ``config.json`` holds ``quantization_config = {"quant_method": "hfcompress-quanto",
 "modules": {name: {"weights": "qint4", "group_size": 64}}, ...}``. Loading builds quanto
 ``QLinear`` modules on the meta device for exactly those names and turns the three
@@ -122,11 +125,34 @@ def build_qweight(module: Any, parts: dict[str, torch.Tensor]) -> Any:
     return q.optimize()
 
 
+def conv1d_as_linear(model: Any, names: list[str]) -> None:
+    """Replace the named transformers ``Conv1D`` layers (weight ``[in, out]``) by ``nn.Linear`` with the
+    transposed weight and the same bias: the same function, in the layout quanto quantizes (and
+    the one this format stores, so a reload turns the model's own Conv1D into the same QLinear)."""
+    from optimum.quanto.quantize import set_module_by_name
+    from transformers.pytorch_utils import Conv1D
+
+    for name in names:
+        conv = model.get_submodule(name)
+        if not isinstance(conv, Conv1D):
+            continue
+        w = conv.weight
+        linear = torch.nn.Linear(w.shape[0], w.shape[1], bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            if w.device.type != "meta":
+                linear.weight.copy_(w.t())
+                if conv.bias is not None:
+                    linear.bias.copy_(conv.bias)
+        linear.requires_grad_(w.requires_grad)
+        set_module_by_name(model, name, linear)
+
+
 def replace_modules(model: Any, modules: dict[str, dict[str, Any]]) -> None:
-    """Turn the named Linear modules into quanto QLinear modules (weights untouched)."""
+    """Turn the named Linear (or Conv1D) modules into quanto QLinear modules (weights untouched)."""
     from optimum.quanto.nn import quantize_module
     from optimum.quanto.quantize import set_module_by_name
 
+    conv1d_as_linear(model, list(modules))
     for name, spec in modules.items():
         module = model.get_submodule(name)
         qmodule = quantize_module(module, weights=_qtype(spec["weights"]))

@@ -55,6 +55,9 @@ EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
        for a in ("gpt2", "gpt_neox", "opt", "falcon", "bert", "roberta", "distilbert", "bart", "whisper")},
     **{(a, "layers"): "calibration inputs are built from text only" for a in ("vit", "whisper")},
     **{(a, "taylor"): "needs a language-model loss" for a in ("vit", "whisper")},
+    # transformers' bitsandbytes integration replaces exact nn.Linear / Conv1D only (FalconLinear subclasses it)
+    **{("falcon", c): "converts exact nn.Linear and Conv1D layers only" for c in ("bnb-int8", "bnb-nf4",
+                                                                                 "calibrated-nf4")},
 }
 
 

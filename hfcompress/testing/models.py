@@ -5,8 +5,13 @@
     from hfcompress.testing.models import save_tiny
     folder = save_tiny("llama", tmp_path / "tiny-llama")   # config.json + model.safetensors (+ tokenizer)
 
-:data:`ARCHITECTURES` is the architecture matrix (issue 13): ``matrix_model("gemma3_text")`` and
-``matrix_inputs("gemma3_text")`` for the 20 tiny models of ``tests/test_architectures.py``.
+:data:`ARCHITECTURES` is the architecture matrix (issue 13), built from transformers' own config classes:
+``matrix_model("gemma3_text")`` and ``matrix_inputs("gemma3_text")`` for the tiny models of
+``tests/test_architectures.py``; the calibration-layer tests use the same models::
+
+    from hfcompress.testing.models import ARCHS, tiny_arch, tiny_inputs
+    model = tiny_arch("gemma3_text")          # 6 blocks: five sliding-window layers, then a global one
+    batch = tiny_inputs(model, samples=3, seq_len=16)   # token ids, or a dict (pixels, audio)
 """
 
 from __future__ import annotations
@@ -80,6 +85,30 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any], str]] = {
                                                             num_experts_per_tok=2), "decoder"),
     "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(
         _DEC, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, norm_topk_prob=True), "decoder"),
+    # more decoders of the Hub, each through the generic layout proposal (no declared layout)
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(_DEC, head_dim=16), "decoder"),
+    # logits / residual / attention multipliers in the config
+    "granite": ("GraniteConfig", "GraniteForCausalLM", dict(_DEC, residual_multiplier=0.5, logits_scaling=2.0),
+                "decoder"),
+    # biased projections, plain (non-gated) MLP c_fc -> c_proj, sliding window
+    "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", dict(_DEC, sliding_window=16), "decoder"),
+    # parallel attention + MLP on one LayerNorm, logit scale
+    "cohere": ("CohereConfig", "CohereForCausalLM", dict(_DEC), "decoder"),
+    # per-layer list: rotary in some layers only (no_rope_layers)
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", dict(_DEC, num_hidden_layers=4, no_rope_layer_interval=2,
+                                                            pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                "decoder"),
+    # partial rotary, parallel attention + fc1/fc2 MLP, output projection named `dense`
+    "phi": ("PhiConfig", "PhiForCausalLM", dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=256,
+        max_position_embeddings=128, partial_rotary_factor=0.5, tie_word_embeddings=False), "decoder"),
+    # RMSNorm over the whole query / key projections (q_norm, k_norm: heads x head size)
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", dict(_DEC, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+              "decoder"),
+    # routed experts (fused 3-D) beside a shared expert with its own sigmoid gate (Qwen1.5-MoE / Qwen2-MoE)
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", dict(
+        _DEC, moe_intermediate_size=48, shared_expert_intermediate_size=96, num_experts=4, num_experts_per_tok=2),
+        "decoder"),
     "bert": ("BertConfig", "BertForMaskedLM", dict(_ENC), "encoder"),
     "roberta": ("RobertaConfig", "RobertaForMaskedLM", dict(_ENC, max_position_embeddings=130, pad_token_id=0),
                 "encoder"),
@@ -129,6 +158,32 @@ def matrix_inputs(name: str, batch: int = 2, seq: int = 8, seed: int = 0) -> dic
     if family == "encoder-decoder":
         out["decoder_input_ids"] = torch.randint(4, 200, (batch, seq // 2), generator=g)
     return out
+
+
+#: the architectures the calibration-layer tests run on (tests/test_calibration.py): issue 13's list,
+#: built from :data:`ARCHITECTURES` (the matrix adds more decoders)
+ARCHS: tuple[str, ...] = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox",
+                          "opt", "falcon", "mixtral", "qwen3_moe", "bert", "roberta", "distilbert", "t5", "bart",
+                          "vit", "whisper")
+
+
+def tiny_arch(name: str, seed: int = 0) -> Any:
+    """A tiny random model of the matrix architecture ``name``, in eval mode, float32 (:func:`matrix_model`)."""
+    return matrix_model(name, seed).float().eval()
+
+
+def tiny_inputs(model: Any, samples: int = 3, seq_len: int = 16, seed: int = 0) -> Any:
+    """Calibration inputs for ``model``: token ids, or a dict of model inputs for vision / speech."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    main = getattr(model, "main_input_name", "input_ids")
+    if main == "pixel_values":
+        return {"pixel_values": torch.randn(samples, cfg.num_channels, cfg.image_size, cfg.image_size, generator=g)}
+    if main == "input_features":
+        feats = torch.randn(samples, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=g)
+        dec = torch.randint(3, cfg.vocab_size, (samples, seq_len), generator=g)
+        return {"input_features": feats, "decoder_input_ids": dec}
+    return torch.randint(3, cfg.vocab_size, (samples, seq_len), generator=g)
 
 
 def tiny_model(family: str, seed: int = 0) -> Any:
