@@ -65,8 +65,6 @@ KNOWN_GAPS: dict[tuple[str, str], str] = {
        for c in ("bnb-int8", "bnb-nf4", "calibrated-nf4")},
     ("mixtral", "taylor"): "Taylor gradients of fused 3-D expert tensors are not scored per expert yet",
     ("qwen3_moe", "taylor"): "Taylor gradients of fused 3-D expert tensors are not scored per expert yet",
-    **{(a, c): "calibration data is text only; image / audio calibration inputs are not built yet"
-       for a in ("vit", "whisper") for c in ("wanda", "sparsegpt", "2:4", "calibrated-nf4")},
 }
 
 @pytest.mark.parametrize("cell", list(CELLS))

@@ -2,7 +2,10 @@
 ``taylor`` method, unstructured and structured).
 
 L is the model's own loss on the calibration windows: causal LM next token, masked LM with
-15 % of tokens masked, sequence-to-sequence with the window as labels. Gradient checkpointing
+15 % of tokens masked, sequence-to-sequence with the window as labels; on image / speech
+calibration inputs (:func:`hfcompress.calibration.modality.taylor_loss`) cross-entropy on the
+dataset's labels (or the model's own predictions) for image classifiers, next-token
+cross-entropy on the transcripts for speech encoder–decoders. Gradient checkpointing
 per block keeps activation memory at about one block; each weight's |w * g| is added to its
 score as soon as its gradient is ready and the gradient is freed.
 """
@@ -13,17 +16,23 @@ import torch
 from torch import nn
 
 from ..calibration.blocks import find_block_stacks
+from ..calibration.capture import model_inputs
+from ..calibration.data import num_samples, take_samples
+from ..calibration.modality import taylor_loss
 from ..errors import UnsupportedError
 
 #: tasks whose model computes a language-model loss from token windows
 LM_TASKS = ("causal-lm", "masked-lm", "seq2seq-lm")
+#: tasks scored on image / audio calibration inputs (:func:`hfcompress.calibration.modality.taylor_loss`)
+MEDIA_TASKS = ("image-classification", "speech-seq2seq")
 
 
 def check_taylor_task(bundle) -> None:
-    """One-line error unless the model has a language-model loss to differentiate."""
-    if bundle.task not in LM_TASKS:
-        raise UnsupportedError(f"taylor importance needs a language-model loss: load the model as causal-lm, "
-                               f"masked-lm or seq2seq-lm (this one is {bundle.task})")
+    """One-line error unless the model has a loss to differentiate."""
+    if bundle.task not in LM_TASKS + MEDIA_TASKS:
+        raise UnsupportedError(f"taylor importance needs a loss to differentiate: a language model (causal-lm, "
+                               f"masked-lm, seq2seq-lm), an image classifier or a speech seq2seq model; this one is "
+                               f"{bundle.task}: use magnitude or wanda")
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -34,7 +43,8 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
         return []
 
 
-def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor, batch_size: int | None,
+def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor | dict[str, torch.Tensor],
+                  batch_size: int | None,
                   progress: bool = False) -> dict[str, torch.Tensor]:
     """``{name: sum over batches of |p * dL/dp|}`` (float32) for the given parameters."""
     model = bundle.model
@@ -67,12 +77,16 @@ def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor, ba
     mask_id = getattr(bundle.tokenizer, "mask_token_id", None) if bundle.tokenizer is not None else None
     use_cache = {"use_cache": False} if hasattr(model.config, "use_cache") else {}
     try:
-        rng = range(0, ids.shape[0], bs)
+        rng = range(0, num_samples(ids), bs)
         if progress:
             from tqdm.auto import tqdm
 
             rng = tqdm(rng, desc="taylor gradients", unit="batch")
         for a in rng:
+            if isinstance(ids, dict):  # image / audio inputs
+                with torch.enable_grad():
+                    taylor_loss(model, model_inputs(model, take_samples(ids, a, a + bs), keep_labels=True)).backward()
+                continue
             x = ids[a:a + bs]
             if bundle.task == "masked-lm":
                 if mask_id is None:
