@@ -59,7 +59,7 @@ def _write(folder: Path, columns: dict[str, list[Any]], features: Any, split: st
 
 
 def write_image_dataset(folder: str | Path, rows: int = 12, size: int = 32, seed: int = 0,
-                        image_column: str = "image", label_column: str | None = "label") -> Path:
+                        image_column: str = "image", label_column: str | None = "label", split: str = "train") -> Path:
     """``rows`` PNG images of a colored square on noise; ``label`` = the color (red / green / blue)."""
     import datasets
     import numpy as np
@@ -81,7 +81,7 @@ def write_image_dataset(folder: str | Path, rows: int = 12, size: int = 32, seed
     if label_column:
         cols[label_column] = labels
         feats[label_column] = datasets.ClassLabel(names=["red", "green", "blue"])
-    return _write(Path(folder), cols, datasets.Features(feats))
+    return _write(Path(folder), cols, datasets.Features(feats), split)
 
 
 def wav_bytes(wave: Any, rate: int = SAMPLING_RATE) -> bytes:
@@ -100,7 +100,8 @@ def wav_bytes(wave: Any, rate: int = SAMPLING_RATE) -> bytes:
 
 
 def write_audio_dataset(folder: str | Path, rows: int = 12, seconds: float = 0.5, rate: int = SAMPLING_RATE,
-                        seed: int = 0, audio_column: str = "audio", text_column: str = "text") -> Path:
+                        seed: int = 0, audio_column: str = "audio", text_column: str = "text",
+                        split: str = "train") -> Path:
     """``rows`` WAV clips of a noisy tone; ``text`` spells its pitch (e.g. "a low tone")."""
     import datasets
     import numpy as np
@@ -114,7 +115,7 @@ def write_audio_dataset(folder: str | Path, rows: int = 12, seconds: float = 0.5
         audio.append({"bytes": wav_bytes(wave, rate), "path": f"{i}.wav"})
         texts.append(f"a {WORDS[k]} tone")
     feats = datasets.Features({audio_column: datasets.Audio(sampling_rate=rate), text_column: datasets.Value("string")})
-    return _write(Path(folder), {audio_column: audio, text_column: texts}, feats)
+    return _write(Path(folder), {audio_column: audio, text_column: texts}, feats, split)
 
 
 _DATASETS: dict[str, Any] = {}
