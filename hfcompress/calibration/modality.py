@@ -125,19 +125,24 @@ def _labels(ds: Any, rows: list[int], model: Any) -> torch.Tensor | None:
     return None
 
 
-def _image_inputs(ds: Any, col: str, rows: list[int], processor: Any, model: Any) -> dict[str, torch.Tensor]:
+def to_image(value: Any, col: str, model: Any) -> Any:
+    """A PIL image in the model's channel mode from a dataset cell (decoded, or ``{"bytes", "path"}``)."""
     from PIL import Image
 
-    part = processor_part(processor, "image", model)
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        value = Image.open(io.BytesIO(value["bytes"]))
+    elif isinstance(value, dict) and value.get("path"):
+        value = Image.open(value["path"])
+    if not isinstance(value, Image.Image):
+        raise UsageError(f"column {col!r} holds {type(value).__name__}, not images: name the image column with "
+                         "--image-column")
     channels = getattr(getattr(model, "config", None), "num_channels", 3)
-    images = []
-    for value in ds.select(rows)[col]:
-        if isinstance(value, dict) and value.get("bytes") is not None:
-            value = Image.open(io.BytesIO(value["bytes"]))
-        if not isinstance(value, Image.Image):
-            raise UsageError(f"calibration column {col!r} holds {type(value).__name__}, not images: name the image "
-                             "column with --image-column")
-        images.append(value.convert("RGB" if channels == 3 else "L"))
+    return value.convert("RGB" if channels == 3 else "L")
+
+
+def _image_inputs(ds: Any, col: str, rows: list[int], processor: Any, model: Any) -> dict[str, torch.Tensor]:
+    part = processor_part(processor, "image", model)
+    images = [to_image(v, col, model) for v in ds.select(rows)[col]]
     out = part(images=images, return_tensors="pt")
     pixels = out.get("pixel_values")
     if pixels is None:
@@ -164,7 +169,11 @@ def decode_audio(value: Any, rate: int) -> Any:
     if sr != rate:
         from math import gcd
 
-        from scipy.signal import resample_poly
+        try:
+            from scipy.signal import resample_poly
+        except ImportError:
+            raise UsageError(f"resampling audio from {sr} Hz to the model's {rate} Hz needs scipy: pip install scipy, "
+                             f"or store the audio at {rate} Hz") from None
 
         g = gcd(sr, rate)
         wave_ = resample_poly(wave_, rate // g, sr // g).astype(np.float32)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..calibration.modality import decode_audio, find_column, processor_part
+from ..calibration.modality import decode_audio, find_column, processor_part, to_image
 from ..config import DEFAULT_CALIBRATION_DATASET, StrictModel
 from ..data import load_split, load_texts
 from ..errors import UnsupportedError, UsageError
@@ -154,11 +154,9 @@ def _image_rows(processor: Any, cfg: TrainDataConfig, model: Any) -> _Rows:
     col = find_column(split, "image", cfg.image_column, cfg.dataset, cfg.split, model, "--dataset")
     _require(split, cfg, cfg.label_column, "label", "--label-column")
     split = _subset(split.select_columns([col, cfg.label_column]), cfg)
-    channels = getattr(getattr(model, "config", None), "num_channels", 3)
 
     def row(r: dict[str, Any]) -> dict[str, Any]:
-        image = r[col].convert("RGB" if channels == 3 else "L")
-        pixels = part(images=[image], return_tensors="pt")["pixel_values"][0]
+        pixels = part(images=[to_image(r[col], col, model)], return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixels, "labels": torch.tensor(int(r[cfg.label_column]))}
 
     return _Rows(split, row)

@@ -30,9 +30,9 @@ MEDIA_TASKS = ("image-classification", "speech-seq2seq")
 def check_taylor_task(bundle) -> None:
     """One-line error unless the model has a loss to differentiate."""
     if bundle.task not in LM_TASKS + MEDIA_TASKS:
-        raise UnsupportedError(f"taylor importance needs a loss to differentiate: a language model (causal-lm, "
-                               f"masked-lm, seq2seq-lm), an image classifier or a speech seq2seq model; this one is "
-                               f"{bundle.task}: use magnitude or wanda")
+        raise UnsupportedError(f"taylor importance needs a loss to differentiate (a language-model loss: causal-lm, "
+                               f"masked-lm, seq2seq-lm; an image-classification or speech-seq2seq loss), and this "
+                               f"model is {bundle.task}: use magnitude or wanda")
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
