@@ -233,6 +233,8 @@ def main() -> int:
     if not result:
         return 1
     out = ROOT / "benchmarks" / "results" / "modality_quality"
+    if args.only and out.with_suffix(".json").is_file():  # one part rerun: keep the other part's figures
+        result = {**json.loads(out.with_suffix(".json").read_text()), **result}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

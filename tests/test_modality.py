@@ -260,3 +260,22 @@ def test_distill_data_errors_are_one_line(data, arch, dataset, match):
     with pytest.raises(UsageError, match=match) as exc:
         run_stage(b, cfg, StageContext(progress=False))
     assert "\n" not in str(exc.value)
+
+
+def test_distill_text_seq2seq_with_target_column(tmp_path):
+    """T5: inputs from text_column, labels from target_column (no misleading 'label' column error);
+    the hidden-state term compares the decoder's hidden states."""
+    from hfcompress.distill import KDConfig
+    from hfcompress.testing.matrix import matrix_tokenizer
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "train.jsonl").write_text("\n".join(
+        json.dumps({"text": f"count {i} apples", "target": f"{i} pommes"}) for i in range(8)))
+    model = matrix_model("t5")
+    b = ModelBundle(model, matrix_tokenizer("t5"), detect_task(model.config))
+    cfg = KDConfig(student_layers=1, hidden_weight=1.0,
+                   data={"dataset": str(tmp_path / "ds"), "target_column": "target", "seq_len": 16},
+                   training={"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1})
+    s = run_stage(b, cfg, StageContext(progress=False, work_dir=tmp_path / "w"))["summary"]
+    assert {"kd_loss", "hard_loss", "hidden_loss"} <= set(s["last_log"]) and s["steps"] == 2
+    assert (b.model.config.num_layers, b.model.config.num_decoder_layers) == (1, 1)
