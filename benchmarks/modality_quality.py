@@ -68,7 +68,7 @@ def _split(folder: Path, split: str, limit: int | None = None) -> Any:
 
 
 @torch.no_grad()
-def transcribe(model: Any, processor: Any, clips: Any, batch: int = 8) -> list[str]:
+def transcribe(model: Any, processor: Any, clips: Any, batch: int = 8, max_new_tokens: int = 64) -> list[str]:
     import datasets
 
     from hfcompress.calibration.modality import decode_audio
@@ -81,7 +81,8 @@ def transcribe(model: Any, processor: Any, clips: Any, batch: int = 8) -> list[s
         rows = clips.select(range(i, min(i + batch, len(clips))))
         waves = [decode_audio(a, fe.sampling_rate) for a in rows["audio"]]
         feats = fe(waves, sampling_rate=fe.sampling_rate, return_tensors="pt").input_features.to(model.dtype)
-        ids = model.generate(input_features=feats, max_new_tokens=min(96, model.config.max_target_positions - 8))
+        ids = model.generate(input_features=feats,
+                             max_new_tokens=min(max_new_tokens, model.config.max_target_positions - 8))
         out += processor.batch_decode(ids, skip_special_tokens=True)
     return out
 
@@ -100,7 +101,7 @@ def whisper_rows(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     def score(name: str, bundle: Any, extra: dict[str, Any] | None = None) -> None:
         t = time.time()
-        hyps = transcribe(bundle.model, bundle.tokenizer, test)
+        hyps = transcribe(bundle.model, bundle.tokenizer, test, max_new_tokens=args.max_new_tokens)
         rows[name] = {"wer": round(wer(refs, hyps), 2), "eval_s_under_load": round(time.time() - t, 1),
                       **(extra or {}), "example": hyps[0]}
         print(name, rows[name], flush=True)
@@ -210,6 +211,8 @@ def main() -> int:
     p.add_argument("--digits", type=Path, default=ASSETS / "datasets" / "fixtures" / "digits")
     p.add_argument("--clips", type=int, default=60, help="test clips for WER")
     p.add_argument("--samples", type=int, default=32, help="calibration samples")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="greedy decoding limit per clip (test "
+                                                                  "sentences have at most 16 words)")
     p.add_argument("--steps", type=int, default=150, help="distillation steps (both students)")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--only", choices=["whisper", "vit"], default=None)

@@ -68,7 +68,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-column", default=None, help="image column (image classifiers; default: found by type)")
     g.add_argument("--audio-column", default=None,
                    help="audio column (speech models; default: found by type); transcripts: --text-column")
-    g.add_argument("--target-column", default=None, help="output text column of a text seq2seq model (T5, BART)")
+    g.add_argument("--target-column", default=None,
+                   help="output text column of a text seq2seq model (T5, BART; default: none)")
     g.add_argument("--seq-len", type=int, default=512, help="tokens per training sequence")
     g.add_argument("--max-samples", type=int, default=None, help="use at most this many sequences (default: all)")
     g.add_argument("--no-packing", action="store_true",
