@@ -169,6 +169,7 @@ def test_cli_prune_vit_and_whisper_with_hub_datasets(hub_env, data, tmp_path, ca
     import transformers
 
     from hfcompress.cli import main
+    from hfcompress.prune.engine import arch_info, target_linears
 
     images = _push_dataset(hub_env, data["image"], "shapes")
     audio = _push_dataset(hub_env, data["audio"], "tones")
@@ -176,8 +177,10 @@ def test_cli_prune_vit_and_whisper_with_hub_datasets(hub_env, data, tmp_path, ca
     assert main(["prune", str(vit), "--method", "wanda", "--pattern", "2:4", "--calibration", images,
                  "--samples", "4", "-o", str(tmp_path / "vit-24"), "--no-progress"]) == 0
     model = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit-24")
-    w = model.vit.encoder.layer[0].intermediate.dense.weight
-    assert bool(((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all())
+    linears = target_linears(model, arch_info(model), None, None)
+    assert len(linears) == 12
+    for lin in linears.values():
+        assert bool(((lin.weight.reshape(lin.weight.shape[0], -1, 4) != 0).sum(-1) <= 2).all())
     report = json.loads((tmp_path / "vit-24" / "hfcompress.json").read_text())
     assert report["stages"][0]["summary"]["inputs"] == {"pixel_values": [3, 32, 32]}
     assert (tmp_path / "vit-24" / "preprocessor_config.json").is_file()
