@@ -195,7 +195,8 @@ def test_cli_prune_vit_and_whisper_with_hub_datasets(hub_env, data, tmp_path, ca
     transformers.WhisperForConditionalGeneration.from_pretrained(tmp_path / "whisper-50")
 
     capsys.readouterr()
-    assert main(["prune", str(vit), "--method", "wanda", "--calibration", str(data["text"]), "--samples", "4",
+    assert main(["prune", str(vit), "--method", "wanda", "--sparsity", "0.5", "--calibration", str(data["text"]),
+                 "--samples", "4",
                  "-o", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no image column" in err and len(err.splitlines()) == 1
