@@ -197,9 +197,9 @@ def test_cli_prune_vit_and_whisper_with_hub_datasets(hub_env, data, tmp_path, ca
     capsys.readouterr()
     assert main(["prune", str(vit), "--method", "wanda", "--sparsity", "0.5", "--calibration", str(data["text"]),
                  "--samples", "4",
-                 "-o", str(tmp_path / "refused")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "no image column" in err and len(err.splitlines()) == 1
+                 "-o", str(tmp_path / "refused"), "--no-progress"]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no image column (a text dataset (column 'text'))" in errors[0]
     assert not (tmp_path / "refused").exists()
 
 
