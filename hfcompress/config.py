@@ -40,10 +40,12 @@ DEFAULT_CALIBRATION_DATASET = "NeelNanda/pile-10k"
 
 
 class CalibrationConfig(StrictModel):
-    """Calibration text: a Hub dataset id (or a local dataset folder), tokenized into windows.
+    """Calibration data: a Hub dataset id (or a local dataset folder), in the model's own modality.
 
-    ``samples`` windows of ``seq_len`` tokens are drawn at seeded random offsets from
-    the concatenated, tokenized text (as the GPTQ / Wanda / SparseGPT papers do).
+    Text models: ``samples`` windows of ``seq_len`` tokens are drawn at seeded random offsets from
+    the concatenated, tokenized text (as the GPTQ / Wanda / SparseGPT papers do). Image / speech
+    models: ``samples`` rows drawn at seeded random indices, through the model's own processor
+    (:mod:`hfcompress.calibration.modality`; ``seq_len`` caps the transcript tokens).
     """
 
     dataset: str = DEFAULT_CALIBRATION_DATASET
@@ -56,6 +58,11 @@ class CalibrationConfig(StrictModel):
     revision: str | None = None
     add_bos: bool | None = Field(None, description="start every window with BOS (default: when the tokenizer "
                                                    "adds BOS itself)")
+    image_column: str | None = Field(None, description="image column of the calibration dataset, for image models "
+                                                        "(default: the column of Image type, else one named image)")
+    audio_column: str | None = Field(None, description="audio column of the calibration dataset, for speech models "
+                                                        "(default: the column of Audio type, else one named audio); "
+                                                        "transcripts come from text_column")
 
 
 def validation_message(exc: ValidationError, *, flags: bool = False, context: str = "") -> str:

@@ -71,10 +71,8 @@ def _freeze_survivors():
 
 #: Cells that do not work yet, each with the missing capability (shown in docs/ARCHITECTURES.md);
 #: xfail, not strict, so a fix turns them green. Everything else must pass.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    **{(a, c): "calibration data is text only; image / audio calibration inputs are not built yet"
-       for a in ("vit", "whisper") for c in ("wanda", "sparsegpt", "2:4", "calibrated-nf4")},
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
+
 
 @pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))

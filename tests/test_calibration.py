@@ -21,7 +21,7 @@ from hfcompress.calibration import Sequential, find_block_stacks, find_targets
 from hfcompress.calibration.capture import first_tensor, model_inputs
 from hfcompress.calibration.targets import Conv1DTarget, ExpertTarget
 from hfcompress.config import CalibrationConfig
-from hfcompress.errors import UnsupportedError
+from hfcompress.errors import UsageError
 from hfcompress.loading import ModelBundle, detect_task
 from hfcompress.prune import MagnitudeConfig, SparseGPTConfig, WandaConfig
 from hfcompress.prune.engine import arch_info, target_linears
@@ -203,13 +203,20 @@ def test_idle_expert_falls_back_to_magnitude(cal_dataset):
 
 @pytest.mark.parametrize("arch", ["vit", "whisper"])
 def test_non_text_models(arch, cal_dataset):
-    """Data-free pruning works; calibrated methods name the missing capability in one line."""
+    """Data-free pruning works; calibrated methods take the model's own modality (tests/test_modality.py)
+    and say in one line what is missing: the processor, then an image / audio dataset."""
+    from hfcompress.testing.media import tiny_processor
+
     b = ModelBundle(tiny_arch(arch), None, detect_task(tiny_arch(arch).config))
     run_stage(b, MagnitudeConfig(sparsity=0.5), StageContext(progress=False))
     check_exact(b.model, 0.5, "layer")
-    with pytest.raises(UnsupportedError, match="calibrated methods need text input") as e:
+    with pytest.raises(UsageError, match="needs its (image processor|feature extractor)") as e:
         run_stage(b, WandaConfig(calibration=cal(cal_dataset)), StageContext(progress=False))
     assert "\n" not in str(e.value)
+    b.tokenizer = tiny_processor(arch, b.model.config)
+    kind = "image" if arch == "vit" else "audio"
+    with pytest.raises(UsageError, match=f"has no {kind} column .* pass an {kind} dataset with --calibration"):
+        run_stage(b, WandaConfig(calibration=cal(cal_dataset)), StageContext(progress=False))
 
 
 #: bitsandbytes' own limits (quantize/base.py, transformers' bnb integration), not the calibration's

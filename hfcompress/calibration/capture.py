@@ -39,14 +39,19 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def model_inputs(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, Any]:
+def model_inputs(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor], keep_labels: bool = False
+                 ) -> dict[str, Any]:
     """Keyword arguments for ``model(**...)`` from token ids (or a dict of model inputs).
 
     Token ids get an all-ones attention mask; encoder–decoder models get ``decoder_input_ids``
     (the same windows shifted right by the decoder start token) unless given; ``use_cache=False``.
+    A batch's ``labels`` (image calibration data) are left out unless ``keep_labels``: the
+    calibration forward never reaches the head.
     """
     main = getattr(model, "main_input_name", "input_ids")
     inputs: dict[str, Any] = dict(batch) if isinstance(batch, dict) else {main: batch}
+    if not keep_labels:
+        inputs.pop("labels", None)
     ids = inputs.get("input_ids")
     if ids is not None and "attention_mask" not in inputs and _accepts(model.forward, "attention_mask"):
         inputs["attention_mask"] = torch.ones_like(ids)

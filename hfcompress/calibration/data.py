@@ -1,9 +1,13 @@
-"""Calibration windows for the calibrated methods, and handing freed memory back to the OS.
+"""Calibration inputs for the calibrated methods, and handing freed memory back to the OS.
 
-:func:`calibration_windows` checks the model's position limit, then tokenizes the calibration
-dataset once per process (texts and windows cached by dataset / tokenizer / settings) into
-``[samples, seq_len]`` windows — BOS first where the tokenizer adds one itself (see
-:func:`hfcompress.data.calibration_ids`).
+:func:`calibration_windows` gives a calibration *batch* in the model's own modality: for a text
+model it checks the position limit, then tokenizes the calibration dataset once per process
+(texts and windows cached by dataset / tokenizer / settings) into ``[samples, seq_len]``
+windows — BOS first where the tokenizer adds one itself (see
+:func:`hfcompress.data.calibration_ids`); for an image or speech model it is a dict of batched
+model inputs (pixel values, log-mel features + transcript decoder ids) built by the model's own
+processor (:mod:`.modality`). Every consumer slices a batch along dim 0 only
+(:func:`num_samples`, :func:`take_samples`) and reports it with :func:`describe_batch`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ import torch
 
 from ..config import CalibrationConfig
 from ..data import calibration_ids, load_texts
-from ..errors import UnsupportedError, UsageError
+from ..errors import UsageError
+from .modality import media_inputs, modality_of
+
+#: a calibration batch: token windows ``[samples, seq_len]`` or a dict of batched model inputs
+Batch = torch.Tensor | dict[str, torch.Tensor]
 
 _TEXTS: dict[tuple, list[str]] = {}
 _IDS: dict[tuple, torch.Tensor] = {}
@@ -30,12 +38,14 @@ def position_limit(model: Any) -> tuple[str, int] | None:
     return None
 
 
-def calibration_windows(tokenizer: Any, model: Any, cal: CalibrationConfig) -> torch.Tensor:
-    """``[samples, seq_len]`` token windows; one-line errors (no tokenizer, seq_len too long) first."""
-    main = getattr(model, "main_input_name", "input_ids")
-    if main != "input_ids":
-        raise UnsupportedError(f"calibration data is text (token ids), and this {type(model).__name__} takes "
-                               f"{main}: calibrated methods need text input; use a data-free method (magnitude)")
+def calibration_windows(tokenizer: Any, model: Any, cal: CalibrationConfig) -> Batch:
+    """The calibration batch of ``model``: ``[samples, seq_len]`` token windows for a text model, a dict
+    of batched inputs for an image / speech model (``tokenizer`` is then its processor); one-line
+    errors (no tokenizer / processor, seq_len too long, a dataset of the wrong modality) first."""
+    if modality_of(model) != "text":
+        batch = media_inputs(tokenizer, model, cal)
+        release_free_memory()
+        return batch
     if tokenizer is None:
         raise UsageError("calibration needs a tokenizer, and this model has none: save one with the model")
     limit = position_limit(model)
@@ -55,6 +65,39 @@ def calibration_windows(tokenizer: Any, model: Any, cal: CalibrationConfig) -> t
     _IDS[ids_key] = ids
     release_free_memory()
     return ids
+
+
+def num_samples(batch: Batch) -> int:
+    """Number of calibration samples (dim 0) of a batch."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    return int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
+
+
+def take_samples(batch: Batch, a: int, b: int) -> Batch:
+    """Samples ``a:b`` of a batch (every tensor of a dict sliced along dim 0)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[a:b]
+    return {k: v[a:b] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def sample_length(batch: Batch) -> int:
+    """A per-sample length to size forward chunks by: tokens of a window; for a dict, the longest
+    trailing axis (frames of audio features, pixels of an image row, tokens)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[1]) if batch.dim() > 1 else 1
+    return max((int(v.shape[-1]) for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() > 1), default=1)
+
+
+def describe_batch(batch: Batch, samples_key: str = "samples") -> dict[str, Any]:
+    """For summaries: ``{samples, seq_len}`` of token windows, ``{samples, inputs: {name: shape}}`` of a dict."""
+    out: dict[str, Any] = {samples_key: num_samples(batch)}
+    if isinstance(batch, torch.Tensor):
+        out["seq_len"] = int(batch.shape[1])
+    else:
+        out["inputs"] = {k: list(v.shape[1:]) for k, v in batch.items() if isinstance(v, torch.Tensor)
+                         and k != "labels"}
+    return out
 
 
 _LIBC: Any = None

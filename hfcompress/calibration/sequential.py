@@ -95,7 +95,8 @@ class Sequential:
 
     @torch.no_grad()
     def run(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> None:
-        """Calibrate on ``batch``: token ids ``[samples, seq_len]`` or a dict of model inputs."""
+        """Calibrate on ``batch``: token ids ``[samples, seq_len]`` or a dict of batched model inputs
+        (pixel values, audio features + decoder ids: :mod:`hfcompress.calibration.modality`)."""
         bound_heap()
         release_free_memory()
         stacks = self.stacks or find_block_stacks(self.model)
@@ -108,10 +109,6 @@ class Sequential:
         self._probed: dict[tuple, list[list[str]]] = {}
         self.stats.setdefault("no_tokens", [])
         inputs = model_inputs(self.model, batch)
-        first = next(v for v in inputs.values() if isinstance(v, torch.Tensor))
-        if self.batch_size is None:
-            seq = first.shape[1] if first.dim() > 1 else 1
-            self.batch_size = max(1, AUTO_CHUNK_TOKENS // max(1, seq))
         self._bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -136,7 +133,9 @@ class Sequential:
         groups = self._groups(si, stack, i, block, fwd, args, kwargs, names) if names else []
         self.stats.setdefault("groups", {})[stack.block_name(i)] = groups
         n = hs.shape[0]
-        bs = min(self.batch_size or n, n)
+        # default chunk: AUTO_CHUNK_TOKENS of this block's positions (patches, audio frames, tokens)
+        auto = max(1, AUTO_CHUNK_TOKENS // max(1, hs.shape[1] if hs.dim() > 2 else 1))
+        bs = min(self.batch_size or auto, n)
         chunks = [(a, min(a + bs, n)) for a in range(0, n, bs)]
         others: set[int] = set()
         _storages(args[1:] if args and args[0] is hs else args, others)

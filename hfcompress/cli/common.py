@@ -72,7 +72,8 @@ def add_output_args(p: argparse.ArgumentParser, *, required: bool = True) -> Non
 
 #: CLI flag -> CalibrationConfig field, for the calibration group.
 CALIBRATION_FLAGS = {"calibration": "dataset", "calibration_config": "config", "calibration_split": "split",
-                     "text_column": "text_column", "samples": "samples", "seq_len": "seq_len", "seed": "seed"}
+                     "text_column": "text_column", "samples": "samples", "seq_len": "seq_len", "seed": "seed",
+                     "image_column": "image_column", "audio_column": "audio_column"}
 
 
 def add_calibration_args(p: argparse.ArgumentParser, *, default_dataset: str | None = None) -> None:
@@ -88,7 +89,9 @@ def add_calibration_args(p: argparse.ArgumentParser, *, default_dataset: str | N
     add("--calibration", "calibration dataset: Hub repo id or local dataset folder", metavar="DATASET")
     add("--calibration-config", "dataset config name")
     add("--calibration-split", "dataset split the calibration windows are drawn from")
-    add("--text-column", "text column of the calibration dataset")
+    add("--text-column", "text column of the calibration dataset (transcripts, for speech models)")
+    add("--image-column", "image column of the calibration dataset, for image models (none: found by type)")
+    add("--audio-column", "audio column of the calibration dataset, for speech models (none: found by type)")
     add("--samples", "number of calibration windows", type=int)
     add("--seq-len", "tokens per calibration window", type=int)
     add("--seed", "seed of the random window offsets", type=int)

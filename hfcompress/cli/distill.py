@@ -65,6 +65,11 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", default="train", help="dataset split")
     g.add_argument("--text-column", default="text", help="text column")
     g.add_argument("--label-column", default="label", help="label column (classifiers)")
+    g.add_argument("--image-column", default=None, help="image column (image classifiers; default: found by type)")
+    g.add_argument("--audio-column", default=None,
+                   help="audio column (speech models; default: found by type); transcripts: --text-column")
+    g.add_argument("--target-column", default=None,
+                   help="output text column of a text seq2seq model (T5, BART; default: none)")
     g.add_argument("--seq-len", type=int, default=512, help="tokens per training sequence")
     g.add_argument("--max-samples", type=int, default=None, help="use at most this many sequences (default: all)")
     g.add_argument("--no-packing", action="store_true",
@@ -94,6 +99,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--student-layers", type=_layers, metavar="N|I,J,...",
                    help="cut the student from the teacher: keep N evenly spaced layers (or these indices; no default: "
                         "give it or --student)")
+    p.add_argument("--student-stacks", choices=["all", "decoder"], default="all",
+                   help="with --student-layers: cut every block stack, or only the decoder (keep the whole encoder)")
     g = p.add_argument_group("loss")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term (1-alpha: labels)")
     g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the KD term")
@@ -150,6 +157,7 @@ def parse_training_argv(argv: list[str]) -> dict[str, Any]:
 def _data(args: argparse.Namespace) -> dict[str, Any]:
     return {"dataset": args.dataset, "config": args.config, "split": args.split,
             "text_column": args.text_column, "label_column": args.label_column, "seq_len": args.seq_len,
+            "image_column": args.image_column, "audio_column": args.audio_column, "target_column": args.target_column,
             "max_samples": args.max_samples, "packing": not args.no_packing}
 
 
@@ -219,7 +227,8 @@ def _run(args: argparse.Namespace, stage: Any, name: str) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     training, checkpoints, resume = _training(args)
-    student = {"student": args.student} if args.student else {"student_layers": args.student_layers}
+    student = {"student": args.student} if args.student else {"student_layers": args.student_layers,
+                                                              "student_stacks": args.student_stacks}
     alpha = 0.0 if args.loss == "lm" else args.alpha
     stage = build_config(KDConfig, dict(
         **student, alpha=alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,

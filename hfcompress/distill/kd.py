@@ -22,6 +22,13 @@ with it::
       - distill: {method: kd, teacher: "@input", student: "@current"}
 
 ``alpha: 0`` trains on the labels only (the "no distillation" baseline).
+
+Image classifiers (ViT) train on an image dataset (``data: {dataset, image_column, label_column}``),
+speech encoder–decoders (Whisper) on an audio dataset with transcripts (``data: {dataset,
+audio_column, text_column}``; ``student_stacks: decoder`` keeps the whole encoder and cuts only
+the decoder); see :mod:`hfcompress.distill.data`. The KD term is over the class logits (images)
+or the vocabulary at every transcript position (speech); the hidden-state term compares the
+decoder's hidden states of encoder–decoders.
 """
 
 from __future__ import annotations
@@ -105,6 +112,9 @@ class KDConfig(TrainingOptions, DistillConfig):
     teacher: str | None = None
     student: str | None = None
     student_layers: int | list[int] | None = None
+    student_stacks: Literal["all", "decoder"] = Field(
+        "all", description="with student_layers: cut every block stack, or only the decoder (e.g. Whisper with "
+                           "its whole encoder and half its decoder)")
     student_config: dict[str, Any] | None = None
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     temperature: float = Field(2.0, gt=0.0, le=100.0)
@@ -219,7 +229,7 @@ def _param_count(model: Any) -> int:
 def build_student(config: KDConfig, bundle: Any, teacher: Any, teacher_tokenizer: Any) -> tuple[Any, Any, dict]:
     """(student model, its tokenizer, description) for ``config``."""
     if config.student_layers is not None:
-        student, kept = student_from_layers(teacher, config.student_layers)
+        student, kept = student_from_layers(teacher, config.student_layers, stacks=config.student_stacks)
         return student, teacher_tokenizer, {"from": "teacher-layers", "kept_layers": kept}
     if config.student_config is not None:
         student = student_from_config(teacher, **config.student_config)
@@ -246,7 +256,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
         student, student_tok, desc = build_student(config, bundle, teacher, teacher_tok)
     check_tokenizers(teacher_tok, student_tok)
     tokenizer = student_tok or teacher_tok
-    dataset, collator = build_dataset(tokenizer, config.data, task=bundle.task)
+    dataset, collator = build_dataset(tokenizer, config.data, task=bundle.task, model=teacher)
     folder, persistent = checkpoint_folder(config, ctx)
     resume = resolve_resume(config, folder)
     args = make_training_args(config, folder, progress=ctx.progress, save=persistent)
@@ -256,7 +266,10 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
     layer_map = [tuple(p) for p in config.layer_map] if config.layer_map else None
     if layer_map is None and desc.get("kept_layers") and (config.hidden_weight > 0 or config.attention_weight > 0):
         # a student cut from the teacher: output of kept layer k <-> the same teacher layer's output
-        layer_map = [(i + 1, t + 1) for i, t in enumerate(desc["kept_layers"])]
+        # (encoder–decoders: the decoder's, whose hidden states the trainer compares)
+        kept = desc["kept_layers"]
+        kept = list(kept.values())[-1] if isinstance(kept, dict) else kept
+        layer_map = [(i + 1, t + 1) for i, t in enumerate(kept)]
     trainer = DistillationTrainer(
         model=student, teacher=teacher if use_teacher else None, args=args, train_dataset=dataset,
         data_collator=collator, processing_class=tokenizer, alpha=config.alpha,

@@ -44,6 +44,11 @@ def check_tokenizers(teacher_tokenizer: Any, student_tokenizer: Any) -> None:
     """Raise a one-line :class:`UsageError` unless both tokenizers have the same vocabulary."""
     if teacher_tokenizer is None or student_tokenizer is None or teacher_tokenizer is student_tokenizer:
         return
+    # processors (speech): compare their tokenizers; image processors have no vocabulary
+    teacher_tokenizer, student_tokenizer = (t if hasattr(t, "get_vocab") else getattr(t, "tokenizer", None)
+                                            for t in (teacher_tokenizer, student_tokenizer))
+    if teacher_tokenizer is None or student_tokenizer is None:
+        return
     tv, sv = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     if tv == sv:
         return
@@ -248,10 +253,14 @@ class DistillationTrainer(Trainer):
             token_mask = attention_mask.bool() if attention_mask is not None else None
             if self.hidden_weight > 0:
                 projector = _unwrap(model).distill_projector
+                s_hidden, t_hidden = _hidden_states(outputs), _hidden_states(t_out)
+                if getattr(outputs, "decoder_hidden_states", None) is not None:  # encoder–decoder: decoder tokens
+                    dmask = inputs.get("decoder_attention_mask")
+                    token_mask = dmask.bool() if dmask is not None else (labels != -100 if labels is not None else None)
                 parts = []
                 for k, (si, ti) in enumerate(self.layer_map):
-                    h_s = projector(k, outputs.hidden_states[si])
-                    parts.append(hidden_loss(h_s, t_out.hidden_states[ti], self.hidden_kind, token_mask))
+                    h_s = projector(k, s_hidden[si])
+                    parts.append(hidden_loss(h_s, t_hidden[ti], self.hidden_kind, token_mask))
                 terms["hidden_loss"] = torch.stack(parts).mean()
                 total = total + self.hidden_weight * terms["hidden_loss"]
             if self.attention_weight > 0:
@@ -277,6 +286,12 @@ class DistillationTrainer(Trainer):
                 logs[name] = round(value / self._terms_n, 6)
             self._terms, self._terms_n = {}, 0
         super().log(logs, start_time)
+
+
+def _hidden_states(outputs: Any) -> Any:
+    """Hidden states to compare: the model's, or the decoder's for an encoder–decoder output."""
+    hs = getattr(outputs, "hidden_states", None)
+    return hs if hs is not None else outputs.decoder_hidden_states
 
 
 def data_parallel_figures(trainer: DistillationTrainer) -> dict[str, Any] | None:

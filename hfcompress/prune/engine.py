@@ -107,8 +107,9 @@ def check_widths(linears: dict[str, Any], nm: tuple[int, int] | None) -> None:
                              f"{lin.in_features} of {name}: choose another M or exclude that module")
 
 
-def calibration_ids(bundle: Any, cal: Any) -> torch.Tensor:
-    """``[samples, seq_len]`` windows for ``bundle``'s model (cached per process)."""
+def calibration_ids(bundle: Any, cal: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The calibration batch of ``bundle``'s model, cached per process: ``[samples, seq_len]`` token
+    windows, or a dict of batched image / audio inputs (:func:`hfcompress.calibration.calibration_windows`)."""
     return calibration_windows(bundle.tokenizer, bundle.model, cal)
 
 
@@ -148,7 +149,7 @@ class CalibratedRun:
     info: ArchInfo
     linears: dict[str, Any]
     nm: tuple[int, int] | None
-    ids: torch.Tensor
+    ids: torch.Tensor | dict[str, torch.Tensor]
     base: float
     block_sparsity: list[float] | None
     extra: dict[str, Any]

@@ -2,7 +2,10 @@
 ``taylor`` method, unstructured and structured).
 
 L is the model's own loss on the calibration windows: causal LM next token, masked LM with
-15 % of tokens masked, sequence-to-sequence with the window as labels. Gradient checkpointing
+15 % of tokens masked, sequence-to-sequence with the window as labels; on image / speech
+calibration inputs (:func:`hfcompress.calibration.modality.taylor_loss`) cross-entropy on the
+dataset's labels (or the model's own predictions) for image classifiers, next-token
+cross-entropy on the transcripts for speech encoder–decoders. Gradient checkpointing
 per block keeps activation memory at about one block; each weight's |w * g| is added to its
 score as soon as its gradient is ready and the gradient is freed. Gradients are taken on leaf
 parameters: a GPT-2 ``Conv1D`` target is scored through its ``[in, out]`` parameter, the experts
@@ -18,18 +21,24 @@ import torch
 from torch import nn
 
 from ..calibration.blocks import find_block_stacks
+from ..calibration.capture import model_inputs
+from ..calibration.data import num_samples, take_samples
+from ..calibration.modality import taylor_loss
 from ..calibration.targets import Conv1DTarget, ExpertTarget
 from ..errors import UnsupportedError
 
 #: tasks whose model computes a language-model loss from token windows
 LM_TASKS = ("causal-lm", "masked-lm", "seq2seq-lm")
+#: tasks scored on image / audio calibration inputs (:func:`hfcompress.calibration.modality.taylor_loss`)
+MEDIA_TASKS = ("image-classification", "speech-seq2seq")
 
 
 def check_taylor_task(bundle) -> None:
-    """One-line error unless the model has a language-model loss to differentiate."""
-    if bundle.task not in LM_TASKS:
-        raise UnsupportedError(f"taylor importance needs a language-model loss: load the model as causal-lm, "
-                               f"masked-lm or seq2seq-lm (this one is {bundle.task})")
+    """One-line error unless the model has a loss to differentiate."""
+    if bundle.task not in LM_TASKS + MEDIA_TASKS:
+        raise UnsupportedError(f"taylor importance needs a loss to differentiate (a language-model loss: causal-lm, "
+                               f"masked-lm, seq2seq-lm; an image-classification or speech-seq2seq loss), and this "
+                               f"model is {bundle.task}: use magnitude or wanda")
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -51,7 +60,7 @@ def _leaf(name: str, target: Any) -> tuple[str, nn.Parameter, Callable[[torch.Te
     return name, target.weight, lambda s: s
 
 
-def target_scores(bundle, targets: dict[str, Any], ids: torch.Tensor, batch_size: int | None,
+def target_scores(bundle, targets: dict[str, Any], ids: torch.Tensor | dict[str, torch.Tensor], batch_size: int | None,
                   progress: bool = False) -> dict[str, torch.Tensor]:
     """:func:`taylor_scores` of pruning targets (Linear, Conv1D, one expert of a fused 3-D tensor), each
     ``[out, in]`` like the target's ``weight``: gradients are taken on the leaf parameters (a fused
@@ -66,7 +75,8 @@ def target_scores(bundle, targets: dict[str, Any], ids: torch.Tensor, batch_size
     return {name: view(scores[key]) for name, (key, view) in views.items()}
 
 
-def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor, batch_size: int | None,
+def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor | dict[str, torch.Tensor],
+                  batch_size: int | None,
                   progress: bool = False) -> dict[str, torch.Tensor]:
     """``{name: sum over batches of |p * dL/dp|}`` (float32) for the given (leaf) parameters; names of
     one shared (tied) parameter get the same scores tensor."""
@@ -106,12 +116,16 @@ def taylor_scores(bundle, params: dict[str, nn.Parameter], ids: torch.Tensor, ba
     mask_id = getattr(bundle.tokenizer, "mask_token_id", None) if bundle.tokenizer is not None else None
     use_cache = {"use_cache": False} if hasattr(model.config, "use_cache") else {}
     try:
-        rng = range(0, ids.shape[0], bs)
+        rng = range(0, num_samples(ids), bs)
         if progress:
             from tqdm.auto import tqdm
 
             rng = tqdm(rng, desc="taylor gradients", unit="batch")
         for a in rng:
+            if isinstance(ids, dict):  # image / audio inputs
+                with torch.enable_grad():
+                    taylor_loss(model, model_inputs(model, take_samples(ids, a, a + bs), keep_labels=True)).backward()
+                continue
             x = ids[a:a + bs]
             if bundle.task == "masked-lm":
                 if mask_id is None:

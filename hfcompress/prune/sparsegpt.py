@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..calibration import Hessians, Sequential, fix_dead, inverse_cholesky_upper
+from ..calibration import Hessians, Sequential, describe_batch, fix_dead, inverse_cholesky_upper
 from ..registry import register
 from .base import PruneConfig
 from .engine import finish_unstructured, prepare_calibrated
@@ -158,6 +158,5 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
                      compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks)
     seq.run(ids)
     run.no_tokens(seq.stats["no_tokens"])
-    extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
-                  "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
+    extra.update({**describe_batch(ids, "calibration_samples"), "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
     return finish_unstructured(bundle, cfg, linears, extra)

@@ -35,6 +35,8 @@ import torch
 from torch import nn
 
 from ..calibration.blocks import BlockStack, find_block_stacks
+from ..calibration.capture import model_inputs
+from ..calibration.data import num_samples, sample_length, take_samples
 from ..errors import UnsupportedError, UsageError
 from ..layouts.discover import FFN_FIELDS, layout_for, projection_shape, projections
 from ..layouts.spec import Attention, BlockLayout
@@ -249,14 +251,6 @@ def _cut_heads(state: dict, b: _Block, a: Attention, h: _Heads, units: torch.Ten
 
 # -- calibration forwards ---------------------------------------------------------------------
 
-def _check_text_inputs(model: nn.Module, what: str, importance: str) -> None:
-    main = getattr(model, "main_input_name", "input_ids")
-    if main != "input_ids":
-        raise UnsupportedError(f"structured {what} with {importance} importance ranks by calibration data, and "
-                               f"calibration inputs are built from text only, while {type(model).__name__} reads "
-                               f"`{main}`: use --structured ffn or heads with magnitude importance")
-
-
 class _Done(Exception):
     """Raised after the last block: the statistics are gathered, the head (logits) is not needed."""
 
@@ -277,16 +271,20 @@ def _forward_all(bundle, ids: torch.Tensor, batch_size: int | None) -> None:
         handle.remove()
 
 
-def _forward_chunks(model: nn.Module, ids: torch.Tensor, batch_size: int | None) -> None:
-    bs = batch_size or max(1, _CHUNK_TOKENS // max(1, ids.shape[1]))
+def _forward_chunks(model: nn.Module, ids: torch.Tensor | dict[str, torch.Tensor], batch_size: int | None) -> None:
+    """``ids``: token windows, or a dict of batched image / audio inputs (sliced along dim 0)."""
+    bs = batch_size or max(1, _CHUNK_TOKENS // sample_length(ids))
     extra: dict[str, Any] = {}
     if hasattr(model.config, "use_cache"):
         extra["use_cache"] = False
-    for a in range(0, ids.shape[0], bs):
-        x = ids[a:a + bs]
-        kw = {"input_ids": x, "attention_mask": torch.ones_like(x), **extra}
-        if getattr(model.config, "is_encoder_decoder", False):
-            kw["decoder_input_ids"] = x
+    for a in range(0, num_samples(ids), bs):
+        x = take_samples(ids, a, a + bs)
+        if isinstance(x, dict):
+            kw = model_inputs(model, x)
+        else:
+            kw = {"input_ids": x, "attention_mask": torch.ones_like(x), **extra}
+            if getattr(model.config, "is_encoder_decoder", False):
+                kw["decoder_input_ids"] = x
         try:
             model(**kw)
         except _Done:
@@ -553,8 +551,6 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
                          "across layers so the standard config describes the result)")
     blocks = _blocks(model)
     need_data = what == "layers" or importance in ("activations", "taylor")
-    if need_data:
-        _check_text_inputs(model, what, importance)
     if importance == "taylor":
         from .gradients import check_taylor_task
 
@@ -682,5 +678,5 @@ def apply_structured(bundle, cfg, ctx, importance: str) -> dict[str, Any]:
     bundle.model = new
     summary["parameters"] = [before, sum(p.numel() for p in new.parameters())]
     if ids is not None:
-        summary["calibration_samples"] = int(ids.shape[0])
+        summary["calibration_samples"] = num_samples(ids)
     return summary

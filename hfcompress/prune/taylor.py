@@ -9,6 +9,8 @@ from typing import Literal
 
 import torch
 
+from ..calibration import describe_batch
+from ..calibration.modality import taylor_loss_kind
 from ..registry import register
 from .base import PruneConfig
 from .engine import (
@@ -53,5 +55,7 @@ def apply_taylor(bundle, cfg: TaylorConfig, ctx):
         for name, lin in linears.items():
             sp = sparsity_for(name, s, cfg.overrides)
             zero_(lin.weight, prune_mask(scores.pop(name), sp, nm, per=cfg.scope))
-    return finish_unstructured(bundle, cfg, linears, {"calibration_samples": int(ids.shape[0]),
-                                                      "seq_len": int(ids.shape[1])})
+    extra = describe_batch(ids, "calibration_samples")
+    if isinstance(ids, dict):
+        extra["taylor_loss"] = taylor_loss_kind(ids)
+    return finish_unstructured(bundle, cfg, linears, extra)

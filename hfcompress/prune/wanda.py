@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..calibration import Sequential, SquaredNorms
+from ..calibration import Sequential, SquaredNorms, describe_batch
 from ..registry import register
 from .base import PruneConfig
 from .engine import finish_unstructured, prepare_calibrated
@@ -62,5 +62,5 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
                      compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks)
     seq.run(ids)
     run.no_tokens(seq.stats["no_tokens"])
-    extra.update({"calibration_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1])})
+    extra.update(describe_batch(ids, "calibration_samples"))
     return finish_unstructured(bundle, cfg, linears, extra)

@@ -32,6 +32,7 @@ from ..calibration import (
     Hessians,
     Sequential,
     calibration_windows,
+    describe_batch,
     find_block_stacks,
     fix_dead,
     inverse_cholesky_upper,
@@ -278,7 +279,7 @@ def _no_tokens(info: dict[str, Any]) -> dict[str, Any]:
     return {"no_calibration_tokens": sorted(info["no_tokens"]), "no_calibration_tokens_fallback": "round-to-nearest"}
 
 
-def _calibration(bundle: Any, config: _CalibratedConfig) -> torch.Tensor:
+def _calibration(bundle: Any, config: _CalibratedConfig) -> torch.Tensor | dict[str, torch.Tensor]:
     return calibration_windows(bundle.tokenizer, bundle.model, config.calibration)
 
 
@@ -306,8 +307,7 @@ def apply_calibrated_nf4(bundle: Any, config: CalibratedNF4Config, ctx: Any) -> 
         "calibrated_modules": len(info["calibrated"]),
         "plain_nf4_modules": sorted(set(chosen) - set(info["calibrated"])),
         **_no_tokens(info),
-        "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
-                        "dataset": config.calibration.dataset},
+        "calibration": {**describe_batch(ids), "dataset": config.calibration.dataset},
     })
     if sparsity_before > 0.01:
         summary["sparsity_before"] = round(sparsity_before, 4)
@@ -372,8 +372,7 @@ def apply_calibrated_int4(bundle: Any, config: CalibratedInt4Config, ctx: Any) -
         "weight_bits": 4,
         "scheme": f"affine int4, scale+shift (float16) per group of {config.group_size}",
         "calibrated_modules": len(info["calibrated"]),
-        "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
-                        "dataset": config.calibration.dataset},
+        "calibration": {**describe_batch(ids), "dataset": config.calibration.dataset},
         **_no_tokens(info),
     }
     summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
+from ..calibration import calibration_windows, describe_batch, modality_of
 from ..config import CalibrationConfig
 from ..errors import UnsupportedError, UsageError
 from ..formats import compressed_tensors as ct
@@ -68,16 +69,17 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
         "backend": "hfcompress GPTQ (OBS error correction) -> compressed-tensors", "kind": config.kind,
         "calibrated_modules": len(info["calibrated"]),
         "rounded_modules": sorted(set(chosen) - set(info["calibrated"])),
-        "calibration": {"samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
-                        "dataset": config.calibration.dataset},
+        "calibration": {**describe_batch(ids), "dataset": config.calibration.dataset},
     }
     summary.update(finish(bundle, ctx, config, chosen, kept, plan, grids, sparsity_before))
     return summary
 
 
-def _calibration_ids(bundle: Any, calibration: CalibrationConfig) -> torch.Tensor:
+def _calibration_ids(bundle: Any, calibration: CalibrationConfig) -> torch.Tensor | dict[str, torch.Tensor]:
     from ..data import calibration_ids
 
+    if modality_of(bundle.model) != "text":  # image / speech: inputs from the model's own processor
+        return calibration_windows(bundle.tokenizer, bundle.model, calibration)
     if bundle.tokenizer is None:
         raise UsageError("GPTQ calibration needs a tokenizer, and this model has none: save one with the model")
     limit = getattr(bundle.model.config, "max_position_embeddings", None)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .media import cached_dataset, tiny_processor
 from .models import ARCHITECTURES, matrix_inputs, matrix_model, tiny_tokenizer
 
 #: matrix columns: name -> what the cell checks
@@ -53,8 +54,6 @@ ALLOW_LIST_ERROR = "supported architectures:"
 EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
     **{(a, "heads"): "config that can state the head size"
        for a in ("gpt2", "gpt_neox", "opt", "falcon", "bert", "roberta", "distilbert", "bart", "whisper")},
-    **{(a, "layers"): "calibration inputs are built from text only" for a in ("vit", "whisper")},
-    **{(a, "taylor"): "needs a language-model loss" for a in ("vit", "whisper")},
     # transformers' bitsandbytes integration replaces exact nn.Linear / Conv1D only (FalconLinear subclasses it)
     **{("falcon", c): "converts exact nn.Linear and Conv1D layers only" for c in ("bnb-int8", "bnb-nf4",
                                                                                  "calibrated-nf4")},
@@ -62,11 +61,20 @@ EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
 
 
 def matrix_tokenizer(name: str) -> Any:
-    """The tokenizer of a text architecture (character level, ``<mask>`` for masked LMs), else None."""
+    """The tokenizer of a text architecture (character level, ``<mask>`` for masked LMs), or the
+    processor of a vision / speech one (:func:`hfcompress.testing.media.tiny_processor`)."""
     family = ARCHITECTURES[name][3]
     if family in ("vision", "speech"):
-        return None
+        return tiny_processor(name, matrix_model(name).config)
     return tiny_tokenizer(256, mask_token=family == "encoder")
+
+
+def matrix_dataset(name: str, text_dataset: str) -> str:
+    """Calibration dataset of a matrix architecture: the text one, or a synthetic image / audio one."""
+    family = ARCHITECTURES[name][3]
+    if family in ("vision", "speech"):
+        return cached_dataset("image" if family == "vision" else "audio")
+    return text_dataset
 
 
 def calibration_folder(folder: Path, source: Path, chars: int = 20_000) -> Path:
@@ -157,7 +165,7 @@ def run_cell(name: str, cell: str, dataset: str, workdir: Path) -> None:
         student.save_pretrained(workdir / "student")
         assert torch.equal(_outputs(student, name), _outputs(_reload(student, workdir / "student"), name))
         return
-    cfg = _config(cell, dataset)
+    cfg = _config(cell, matrix_dataset(name, dataset))
     ref = _outputs(copy.deepcopy(model), name)
     summary = run_stage(bundle, cfg, StageContext(work_dir=workdir, progress=False))["summary"]
     if cell in ("magnitude", "wanda", "sparsegpt", "taylor", "2:4"):
