@@ -220,6 +220,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
     installed.set(best)
     searched_state = {n: m.weight.detach().clone() for n, m in linears.items()}
     db.restore_dense()
+    installed.current.clear()
     if cfg.baselines:
         for name, extra in (("uniform", {}), ("owl", {"owl": True})):
             _say(progress, f"search: scoring the {name} baseline ({cfg.method}, sequential)")
@@ -247,7 +248,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
         "layers": layers, "comparison": comparison,
     }
     return {"report": report, "state": state, "recipe_cfg": recipe_cfg, "fitness": fitness,
-            "expected": searched_state, "db_root": db.root}
+            "expected": searched_state, "db_root": db.root, "assemble": lambda: installed.set(best)}
 
 
 # ---------------------------------------------------------------------------------------- drop
@@ -349,5 +350,9 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
 
 
 def _apply_in_memory(bundle: ModelBundle, result: dict[str, Any]) -> None:
-    """No output folder: leave the searched model in ``bundle`` (the recipe's stage run in memory)."""
-    run_stage(bundle, result["recipe_cfg"], StageContext(progress=False))
+    """No output folder: leave the searched model in ``bundle``, assembled from the level database
+    (the weights the recipe reproduces) or, for block dropping, rebuilt by its recipe stage."""
+    if "assemble" in result:
+        result["assemble"]()
+    else:
+        run_stage(bundle, result["recipe_cfg"], StageContext(progress=False))
