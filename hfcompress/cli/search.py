@@ -17,6 +17,7 @@ import argparse
 from typing import Any
 
 from ..config import CalibrationConfig, build_config
+from ..hub.transfer import push
 from ..search import SearchConfig, search
 from .common import HelpFormatter, add_model_args, add_output_args, check_push_args, load_kwargs
 
@@ -47,8 +48,6 @@ def _run(args: argparse.Namespace) -> int:
     if result.output is not None:
         print(f"wrote {result.output}")
     if getattr(args, "push_to_hub", None):
-        from ..hub.transfer import push
-
         print(f"pushed to {push(result.output, args.push_to_hub, private=args.private)}")
     return 0
 
