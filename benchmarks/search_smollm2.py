@@ -40,7 +40,8 @@ CONFIGS = {
 }
 
 
-def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int]):
+def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
+           levels: str | None = None):
     import torch
 
     torch.set_num_threads(2)
@@ -48,7 +49,8 @@ def _setup(name: str, generations: int, offspring: int, tokens: list[int], survi
     from hfcompress.search import SearchConfig
 
     cal = CalibrationConfig(dataset=f"{DATA}/fixtures/enwiki-sample", samples=32, seq_len=512)
-    return cal, SearchConfig(**CONFIGS[name], generations=generations, offspring=offspring, tokens=tokens,
+    opts = {**CONFIGS[name], **({"levels": levels} if levels else {})}
+    return cal, SearchConfig(**opts, generations=generations, offspring=offspring, tokens=tokens,
                              survivors=survivors, calibration=cal, baselines=False)
 
 
@@ -65,7 +67,8 @@ def _zeros(model) -> int:
     return sum(int((p == 0).sum()) for n, p in model.named_parameters() if ".layers." in n and n.endswith("proj.weight"))
 
 
-def run_one(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int]) -> dict:
+def run_one(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
+            levels: str | None = None) -> dict:
     """The search (model assembled from the level database), its perplexity and the uniform
     dense-inputs start's (also from the database)."""
     import hfcompress
@@ -74,11 +77,11 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
     from hfcompress.search.database import SparsityDatabase
     from hfcompress.stage import StageContext, run_stage
 
-    cal, cfg = _setup(name, generations, offspring, tokens, survivors)
+    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels)
     t = time.perf_counter()
     res = search(str(MODEL), cfg, progress=True)
     rep = res.report
-    row = {"name": name, **CONFIGS[name], "generations": rep["search"]["generations"], "offspring": offspring,
+    row = {"name": name, **CONFIGS[name], "levels": cfg.levels, "generations": rep["search"]["generations"], "offspring": offspring,
            "tokens": tokens, "survivors": survivors, "evaluations": rep["search"]["evaluations"],
            "search_seconds_under_load": round(time.perf_counter() - t), "database": rep["database"],
            "budget_check": rep["budget_check"], "curve": [round(c["fitness"], 5) for c in rep["curve"]],
@@ -165,6 +168,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--offspring", type=int, default=8)
     p.add_argument("--tokens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
+    p.add_argument("--levels", default=None, help="override the configuration's sparsity grid")
     a = p.parse_args(argv)
     if a.baseline:
         point = run_baseline(a.name, a.baseline, a.tokens)
@@ -172,7 +176,7 @@ def main(argv: list[str]) -> int:
         path = RESULTS / f".search-baseline-{a.name}-{a.baseline}.json"
         path.write_text(json.dumps(point))
         return 0
-    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors)
+    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels)
     for which in ("uniform", "owl"):  # baselines scored by --baseline runs
         path = RESULTS / f".search-baseline-{a.name}-{which}.json"
         if path.is_file():
