@@ -35,6 +35,7 @@ _LAZY = {
     "distill": "hfcompress.distill",
     "DistillationTrainer": "hfcompress.distill",
     "evaluate": "hfcompress.evaluate",
+    "search": "hfcompress.search",
     "push": "hfcompress.hub",
     "pull": "hfcompress.hub",
     "CalibrationConfig": "hfcompress.config",
@@ -45,8 +46,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "evaluate":  # the package itself is callable: hfcompress.evaluate(model, ...)
-        return importlib.import_module("hfcompress.evaluate")
+    if name in ("evaluate", "search"):  # the package itself is callable: hfcompress.evaluate(model, ...)
+        return importlib.import_module(f"hfcompress.{name}")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

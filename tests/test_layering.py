@@ -14,7 +14,7 @@ ROOT = Path(importlib.util.find_spec(PACKAGE).origin).parent
 #: A module's layer is the first entry that is a prefix of its dotted name (after "hfcompress.").
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry", ("__main__", "cli", "assets", "testing", "hub.server", "hub.seed")),
-    ("pipeline", ("pipeline",)),
+    ("pipeline", ("pipeline", "search")),
     ("families", ("prune", "quantize", "distill", "evaluate", "cards", "hub", "recipes")),
     ("foundation", ("calibration", "stage", "sizes", "reports", "data", "metrics", "loading", "io", "registry",
                     "config", "integrations", "_verbs", "secrets", "errors", "")),

@@ -18,7 +18,7 @@ import sys
 from ..integrations import quiet_progress
 
 #: Command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("compress", "prune", "quantize", "distill", "evaluate", "hub", "card", "assets")
+COMMAND_MODULES = ("compress", "prune", "quantize", "distill", "evaluate", "search", "hub", "card", "assets")
 
 
 class _Parser(argparse.ArgumentParser):

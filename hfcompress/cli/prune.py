@@ -40,7 +40,8 @@ def _add_sparsity(g: argparse._ArgumentGroup) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.sparsity is None and args.pattern is None and getattr(args, "threshold", None) is None:
+    if args.sparsity is None and args.pattern is None and getattr(args, "threshold", None) is None \
+            and args.method != "drop-blocks":
         raise UsageError("give --sparsity (e.g. --sparsity 0.5), or --pattern N:M")
     cfg = method_config(args)
     return run_stages(args, [cfg], name=f"prune-{args.method}")

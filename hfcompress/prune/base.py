@@ -83,6 +83,9 @@ class PruneConfig(StageConfig):
     low_memory: bool = Field(
         False, description="wanda / sparsegpt: two passes per block (statistics from the unpruned block, then "
                            "the outputs): only one chunk's activations alive, ~1.5-2x the time")
+    dense_inputs: bool = Field(
+        False, description="wanda / sparsegpt: calibrate every layer on the dense model's inputs (no error "
+                           "propagation between layers; what `hfcompress search` level databases use)")
     calibration_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="autocast dtype of the calibration forwards (default: the model's dtype); "
                           "statistics accumulate in float32 and the weights keep the model's dtype")
@@ -144,7 +147,7 @@ class PruneConfig(StageConfig):
                     and abs(self.sparsity - want) > 1e-6:
                 raise ValueError(f"sparsity {self.sparsity} does not match pattern {self.pattern} "
                                  f"(which means sparsity {want:g}): drop the sparsity or make them agree")
-        for opt in ("calibration_dtype", "low_memory"):
+        for opt in ("calibration_dtype", "low_memory", "dense_inputs"):
             if getattr(self, opt) and (not self.supports_calibration_dtype or self.structured):
                 raise ValueError(f"{opt} applies to the calibrated unstructured / N:M methods "
                                  "(wanda, sparsegpt): drop it for this method")

@@ -38,8 +38,8 @@ from .masks import global_threshold, lowest_k_mask, prune_mask, zero_
 from .owl import owl_block_sparsities
 
 __all__ = ["AUTO_CHUNK_TOKENS", "ArchInfo", "CalibratedRun", "Sequential", "arch_info", "block_index",
-           "calibration_ids", "check_widths", "finish_unstructured", "global_threshold", "lowest_k_mask",
-           "prepare_calibrated", "prune_mask", "release_free_memory", "sparsity_for", "sparsity_summary",
+           "DenseInputs", "calibration_ids", "check_widths", "finish_unstructured", "global_threshold", "lowest_k_mask",
+           "prepare_calibrated", "prune_mask", "release_free_memory", "schedule", "sparsity_for", "sparsity_summary",
            "target_linears", "zero_"]
 
 
@@ -122,6 +122,8 @@ def finish_unstructured(bundle: Any, cfg: Any, linears: dict[str, Any], extra: d
         summary["calibration_dtype"] = cfg.calibration_dtype
     if getattr(cfg, "low_memory", False):
         summary["low_memory"] = True
+    if getattr(cfg, "dense_inputs", False):
+        summary["dense_inputs"] = True
     if cfg.sparse_format:
         from .sparse_format import save_sparse
 
@@ -139,6 +141,44 @@ def sparsity_summary(linears: dict[str, Any]) -> dict[str, Any]:
         total += w.numel()
     return {"target_sparsity_actual": round(zeros / max(total, 1), 5), "targeted_modules": len(linears),
             "targeted_parameters": total}
+
+
+class DenseInputs:
+    """``dense_inputs``: each group's new weights are held back until its block's outputs are computed,
+    so every layer (and every later block) is calibrated on the dense model's inputs.
+
+    Wraps a method's ``on_group``; pass :meth:`after_block` to :class:`Sequential` and call
+    :meth:`flush` after the run (targets outside the blocks).
+    """
+
+    def __init__(self, linears: dict[str, Any], on_group: Any):
+        self.linears, self.inner, self.pending = linears, on_group, {}
+
+    @torch.no_grad()
+    def on_group(self, names: list[str], x: torch.Tensor | None) -> None:
+        dense = {n: self.linears[n].weight.detach().clone() for n in names}
+        self.inner(names, x)
+        for n in names:
+            w = self.linears[n].weight
+            self.pending[n] = w.detach().clone()
+            w.copy_(dense[n])
+
+    @torch.no_grad()
+    def flush(self, *_: Any) -> None:
+        for n, w in self.pending.items():
+            self.linears[n].weight.copy_(w)
+        self.pending.clear()
+
+    after_block = flush
+
+
+def schedule(cfg: Any, linears: dict[str, Any], on_group: Any) -> tuple[Any, Any, DenseInputs | None]:
+    """``(on_group, after_block, deferral)`` for :class:`Sequential`: with ``cfg.dense_inputs`` the
+    weight updates wait for the block's dense outputs (call ``deferral.flush()`` after the run)."""
+    if not getattr(cfg, "dense_inputs", False):
+        return on_group, None, None
+    d = DenseInputs(linears, on_group)
+    return d.on_group, d.after_block, d
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from ..calibration import Hessians, Sequential, describe_batch, fix_dead, inverse_cholesky_upper
 from ..registry import register
 from .base import PruneConfig
-from .engine import finish_unstructured, prepare_calibrated
+from .engine import finish_unstructured, prepare_calibrated, schedule
 from .masks import lowest_k_mask, prune_mask, zero_
 
 
@@ -154,9 +154,13 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
         for (a, b, _), m in zip(segs, mods, strict=True):
             m.weight.copy_(W[a:b])
 
+    on_group, after_block, deferral = schedule(cfg, linears, on_group)
     seq = Sequential(model, run.info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
-                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks)
+                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks,
+                     after_block=after_block)
     seq.run(ids)
+    if deferral is not None:
+        deferral.flush()
     run.no_tokens(seq.stats["no_tokens"])
     extra.update({**describe_batch(ids, "calibration_samples"), "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
     return finish_unstructured(bundle, cfg, linears, extra)

@@ -19,7 +19,7 @@ from pydantic import Field
 from ..calibration import Sequential, SquaredNorms, describe_batch
 from ..registry import register
 from .base import PruneConfig
-from .engine import finish_unstructured, prepare_calibrated
+from .engine import finish_unstructured, prepare_calibrated, schedule
 from .masks import prune_mask, zero_
 from .owl import acc_add
 
@@ -58,9 +58,13 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
                 score.mul_(norm)
             zero_(w, prune_mask(score, run.sparsity(name, cfg.overrides), nm, per="row"))
 
+    on_group, after_block, deferral = schedule(cfg, linears, on_group)
     seq = Sequential(model, run.info, linears, on_group, acc_add(acc), cfg.batch_size, progress=ctx.progress,
-                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks)
+                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks,
+                     after_block=after_block)
     seq.run(ids)
+    if deferral is not None:
+        deferral.flush()
     run.no_tokens(seq.stats["no_tokens"])
     extra.update(describe_batch(ids, "calibration_samples"))
     return finish_unstructured(bundle, cfg, linears, extra)

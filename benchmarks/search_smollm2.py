@@ -1,0 +1,191 @@
+"""Budget-driven search (issue 18) on SmolLM2-135M-Instruct: searched vs uniform / OWL / angular.
+
+Setup: fp32 model; level database, calibration and search fitness on fixtures/enwiki-sample
+(32 x 512 calibration tokens, seed 0; fitness windows seed 1); quality = perplexity on the first
+16,384 WikiText-2 test tokens in 512-token windows (never searched on). Each configuration runs
+in its own process::
+
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 [--generations 30]
+    .venv/bin/python benchmarks/search_smollm2.py drop-6
+
+Writes benchmarks/results/search.json and .md (rows merged by configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from hfcompress.assets import SMOLLM2, asset_path
+from hfcompress.data import local_datasets_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = asset_path(SMOLLM2)
+DATA = str(local_datasets_dir())
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = Path(os.environ.get("SEARCH_BENCH_OUT", "/tmp/hfcompress-search-bench"))
+
+#: dense perplexity, same evaluation (benchmarks/results/prune_unstructured.md)
+DENSE_PPL = 28.13
+
+#: name -> search options
+CONFIGS = {
+    "sparsegpt-60": {"method": "sparsegpt", "budget": "sparsity=0.6", "levels": "0.4:0.8:1/16"},
+    "sparsegpt-70": {"method": "sparsegpt", "budget": "sparsity=0.7", "levels": "0.5:0.9:1/16"},
+    "drop-6": {"method": "drop", "budget": "blocks=6"},
+}
+
+
+def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
+           levels: str | None = None):
+    import torch
+
+    torch.set_num_threads(2)
+    from hfcompress.config import CalibrationConfig
+    from hfcompress.search import SearchConfig
+
+    cal = CalibrationConfig(dataset=f"{DATA}/fixtures/enwiki-sample", samples=32, seq_len=512)
+    opts = {**CONFIGS[name], **({"levels": levels} if levels else {})}
+    return cal, SearchConfig(**opts, generations=generations, offspring=offspring, tokens=tokens,
+                             survivors=survivors, calibration=cal, baselines=False)
+
+
+def _ppl(model, tok) -> float:
+    from hfcompress.data import load_texts
+    from hfcompress.evaluate.perplexity import perplexity_of_ids, tokenize_corpus
+
+    texts = load_texts(f"{DATA}/Salesforce/wikitext", "wikitext-2-raw-v1", "test")
+    ids = tokenize_corpus(tok, texts, max_tokens=16384)
+    return round(perplexity_of_ids(model, ids, seq_len=512)["perplexity"], 3)
+
+
+def _zeros(model) -> int:
+    return sum(int((p == 0).sum()) for n, p in model.named_parameters() if ".layers." in n and n.endswith("proj.weight"))
+
+
+def run_one(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
+            levels: str | None = None) -> dict:
+    """The search (model assembled from the level database), its perplexity and the uniform
+    dense-inputs start's (also from the database)."""
+    import hfcompress
+    from hfcompress.prune.drop import DropBlocksConfig
+    from hfcompress.search import parse_budget, search
+    from hfcompress.search.database import SparsityDatabase
+    from hfcompress.stage import StageContext, run_stage
+
+    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels)
+    t = time.perf_counter()
+    res = search(str(MODEL), cfg, progress=True)
+    rep = res.report
+    row = {"name": name, **CONFIGS[name], "levels": cfg.levels, "generations": rep["search"]["generations"], "offspring": offspring,
+           "tokens": tokens, "survivors": survivors, "evaluations": rep["search"]["evaluations"],
+           "search_seconds_under_load": round(time.perf_counter() - t), "database": rep["database"],
+           "budget_check": rep["budget_check"], "curve": [round(c["fitness"], 5) for c in rep["curve"]],
+           "resumed_from": rep["search"]["resumed_from"]}
+    points = {"searched": {"kl": rep["comparison"][0]["kl"], "ppl": _ppl(res.bundle.model, res.bundle.tokenizer)}}
+    print("searched", points["searched"], flush=True)
+    start = rep["comparison"][1]
+    b = hfcompress.load(str(MODEL), dtype="float32")
+    if cfg.method == "drop":
+        run_stage(b, DropBlocksConfig(blocks=start["dropped"]), StageContext(progress=False))
+        row["dropped"] = {"searched": rep["dropped"], "angular": start["dropped"]}
+    else:
+        points["searched"]["zeros"] = _zeros(res.bundle.model)
+        q = cfg.grid(parse_budget(cfg.budget))[2].denominator
+        db = SparsityDatabase(b, cfg.method, cal, None, cfg.cache_dir)
+        for r in rep["layers"]:  # level 0 everywhere: the uniform profile
+            db.install(r["name"], r["zeros"] - r["level"] * (r["params"] // q))
+        row["layers"] = [(r["name"].replace("model.layers.", ""), round(r["sparsity"], 4)) for r in rep["layers"]]
+    points[start["name"]] = {"kl": start["kl"], "ppl": _ppl(b.model, b.tokenizer)}
+    if cfg.method != "drop":
+        points[start["name"]]["zeros"] = _zeros(b.model)
+    row["points"] = points
+    return row
+
+
+def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
+    """Uniform or OWL (the method's ordinary sequential prune) at the same budget: ppl, KL, zeros."""
+    import hfcompress
+    from hfcompress.prune import SparseGPTConfig, WandaConfig
+    from hfcompress.search.fitness import Fitness
+    from hfcompress.search.run import _fitness_windows
+    from hfcompress.stage import StageContext, run_stage
+
+    cal, cfg = _setup(name, 0, 1, tokens, [1] * len(tokens))
+    s = float(cfg.budget.split("=")[1])
+    cls = SparseGPTConfig if cfg.method == "sparsegpt" else WandaConfig
+    dense = hfcompress.load(str(MODEL), dtype="float32")
+    fitness = Fitness(dense.model, _fitness_windows(dense, cfg))
+    b = hfcompress.load(str(MODEL), dtype="float32")
+    run_stage(b, cls(sparsity=s, calibration=cal, owl=which == "owl"), StageContext(progress=False))
+    return {"kl": fitness(tokens[-1], b.model), "ppl": _ppl(b.model, b.tokenizer), "zeros": _zeros(b.model)}
+
+
+def write_results(rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "search.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["# Budget-driven search on SmolLM2-135M-Instruct (fp32)", "",
+             "Level database, calibration and fitness on fixtures/enwiki-sample (32 x 512 tokens; fitness windows "
+             "seed 1); perplexity on the first 16,384 WikiText-2 test tokens (512-token windows). KL = mean "
+             "per-token KL(dense || model) on the last selection step's fitness tokens. Timings measured under "
+             "load (2 cores shared with other jobs).", ""]
+    for r in rows:
+        lines += [f"## {r['name']}: {r['method']} {r['budget']}" + (f" levels {r['levels']}" if r.get("levels") else ""),
+                  "",
+                  f"{r['generations']} generations x {r['offspring']} offspring, selection on {r['tokens']} tokens "
+                  f"(survivors {r['survivors']}), {r['evaluations']} evaluations; budget check "
+                  f"{json.dumps(r['budget_check'])}; search wall time {r['search_seconds_under_load']} s "
+                  f"(database included when built in that run; under load).", "",
+                  "| profile | WikiText-2 ppl | KL to dense | zeros |", "|---|---:|---:|---:|"]
+        for label, p in r["points"].items():
+            lines.append(f"| {label} | {p.get('ppl', '')} | {p['kl']:.4f} | {p.get('zeros', '')} |")
+        if r.get("dropped"):
+            lines += ["", f"dropped blocks: searched {r['dropped']['searched']}, angular {r['dropped']['angular']}"]
+        lines += ["", f"search curve (parent KL by generation): {r['curve']}", ""]
+    (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
+
+
+def record(row: dict) -> None:
+    path = RESULTS / "search.json"
+    rows = {r["name"]: r for r in (json.loads(path.read_text()) if path.exists() else [])}
+    old = rows.get(row["name"], {})
+    row["points"] = {**{k: v for k, v in old.get("points", {}).items() if k in ("uniform", "owl", "dense")},
+                     **row["points"]}
+    rows[row["name"]] = {**old, **row}
+    write_results([rows[n] for n in CONFIGS if n in rows])
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("name", choices=list(CONFIGS))
+    p.add_argument("--baseline", choices=["uniform", "owl"], default=None,
+                   help="score only this baseline (its own process: run it alongside the search)")
+    p.add_argument("--generations", type=int, default=30)
+    p.add_argument("--offspring", type=int, default=8)
+    p.add_argument("--tokens", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
+    p.add_argument("--levels", default=None, help="override the configuration's sparsity grid")
+    a = p.parse_args(argv)
+    if a.baseline:
+        point = run_baseline(a.name, a.baseline, a.tokens)
+        print(json.dumps(point))
+        path = RESULTS / f".search-baseline-{a.name}-{a.baseline}.json"
+        path.write_text(json.dumps(point))
+        return 0
+    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels)
+    for which in ("uniform", "owl"):  # baselines scored by --baseline runs
+        path = RESULTS / f".search-baseline-{a.name}-{which}.json"
+        if path.is_file():
+            row["points"][which] = json.loads(path.read_text())
+    row["points"]["dense"] = {"kl": 0.0, "ppl": DENSE_PPL}
+    record(row)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("layers", "curve")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,156 @@
+"""The search's options and the budget spelling: ``sparsity=0.6``, ``blocks=6`` (checked before any work).
+
+::
+
+    from hfcompress.search import SearchConfig
+    cfg = SearchConfig(method="sparsegpt", budget="sparsity=0.6", generations=40)
+    cfg.parsed_budget()          # Budget(kind="sparsity", value=0.6)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import CalibrationConfig, StrictModel
+from ..errors import UsageError
+
+#: budget kind -> what it means, in words (errors and docs)
+BUDGET_KINDS = {
+    "sparsity": "average fraction of zeros over the targeted Linear layers (parameter-weighted), e.g. sparsity=0.6",
+    "blocks": "number of transformer blocks to drop, e.g. blocks=6",
+    "bits": "average bits per weight (mixed bit widths)",
+    "size": "size in bytes or as a fraction of the source",
+}
+#: method -> the budget kinds its levels can meet
+METHOD_BUDGETS = {"wanda": ("sparsity",), "sparsegpt": ("sparsity",), "drop": ("blocks",)}
+#: budget kinds that have no searchable method yet (a one-line error says so)
+NOT_YET = ("bits", "size")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A parsed budget: ``kind`` (``sparsity`` | ``blocks``) and its value."""
+
+    kind: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}={int(self.value) if self.kind == 'blocks' else self.value:g}"
+
+
+def parse_budget(text: str) -> Budget:
+    """``"sparsity=0.6"`` -> Budget; a one-line :class:`UsageError` for anything else."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip().lower()
+    if not sep or key not in BUDGET_KINDS:
+        raise UsageError(f"budget {text!r}: write KIND=VALUE with KIND one of {', '.join(BUDGET_KINDS)} "
+                         "(e.g. --budget sparsity=0.6 or --budget blocks=6)")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"budget {text!r}: {value!r} is not a number (e.g. --budget {key}=0.6)") from None
+    if not math.isfinite(number):
+        raise UsageError(f"budget {text!r}: the value must be a finite number")
+    if key == "sparsity" and not 0.0 < number < 1.0:
+        raise UsageError(f"budget {text!r}: sparsity must be in (0, 1), e.g. sparsity=0.6")
+    if key == "blocks" and (number != int(number) or number < 1):
+        raise UsageError(f"budget {text!r}: blocks is a whole number of blocks >= 1, e.g. blocks=6")
+    return Budget(key, number)
+
+
+def parse_step(text: str) -> Fraction:
+    """``"1/16"`` or ``"0.0625"`` -> Fraction(1, 16); the step must be 1/Q for a whole Q."""
+    try:
+        step = Fraction(str(text).strip()).limit_denominator(4096)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"level step {text!r} is not a number: write it like 1/16") from None
+    if step <= 0 or step.numerator != 1:
+        raise UsageError(f"level step {text!r} must be 1/Q for a whole Q (e.g. 1/16 or 1/32) so that every "
+                         "level is an exact number of zeros per row")
+    return step
+
+
+class SearchConfig(StrictModel):
+    """Budget-driven search of per-layer (or per-block) levels (EvoPress-style)."""
+
+    method: Literal["wanda", "sparsegpt", "drop"] = Field(
+        description="whose levels are searched: wanda / sparsegpt sparsity per Linear, or drop whole blocks")
+    budget: str = Field(description="sparsity=S (average over the targeted layers) or blocks=N (blocks dropped)")
+    levels: str | None = Field(
+        None, description="sparsity grid MIN:MAX[:STEP] (default: budget +-0.25 within [0, 0.95], step 1/16); "
+                          "each level is the budget's uniform count of zeros plus whole steps")
+    generations: int = Field(40, ge=0, le=100_000, description="generations of the evolutionary search")
+    offspring: int = Field(16, ge=1, le=4096, description="offspring per generation")
+    tokens: list[int] = Field(default_factory=lambda: [512, 2048],
+                              description="fitness tokens of each selection step (few for every offspring, "
+                                          "more for the survivors)")
+    survivors: list[int] = Field(default_factory=lambda: [4, 1],
+                                 description="offspring kept after each selection step (the last is 1)")
+    max_switches: int = Field(3, ge=1, le=64, description="most level switches per mutation")
+    seed: int = Field(0, description="seed of the search (mutations)")
+    calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=32, seq_len=512),
+                                           description="calibration text: level database and fitness tokens")
+    batch_size: int | None = Field(None, ge=1, description="calibration windows per chunk (default: 2,048 tokens)")
+    baselines: bool = Field(True, description="also score the uniform / OWL (or angular-distance) profiles")
+    cache_dir: str | None = Field(None, description="level database cache (default: ~/.cache/hfcompress/search)")
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: list[int]) -> list[int]:
+        if not v or any(t < 1 for t in v) or v != sorted(v):
+            raise ValueError("tokens must be increasing positive counts, e.g. 512 2048")
+        return v
+
+    @model_validator(mode="after")
+    def _steps(self) -> SearchConfig:
+        if len(self.survivors) != len(self.tokens):
+            raise ValueError(f"give one survivors count per selection step ({len(self.tokens)} tokens values, "
+                             f"{len(self.survivors)} survivors)")
+        if self.survivors[-1] != 1 or any(b > a for a, b in zip(self.survivors, self.survivors[1:], strict=False)) \
+                or any(s < 1 for s in self.survivors):
+            raise ValueError("survivors must be decreasing counts >= 1 ending with 1, e.g. 4 1")
+        return self
+
+    def parsed_budget(self) -> Budget:
+        """The budget, checked against the method (a one-line error for a mismatch)."""
+        budget = parse_budget(self.budget)
+        if budget.kind in NOT_YET:
+            raise UsageError(f"budget {budget.kind}=... (mixed bit widths / size) is not searchable yet: use "
+                             "--method wanda|sparsegpt --budget sparsity=S or --method drop --budget blocks=N")
+        if budget.kind not in METHOD_BUDGETS[self.method]:
+            fits = [m for m, kinds in METHOD_BUDGETS.items() if budget.kind in kinds]
+            raise UsageError(f"--method {self.method} searches {METHOD_BUDGETS[self.method][0]} levels, not "
+                             f"{budget.kind}: use --budget {METHOD_BUDGETS[self.method][0]}=... or --method "
+                             f"{' / '.join(fits)}")
+        if self.method == "drop" and self.levels:
+            raise UsageError("--levels applies to sparsity searches (drop levels are keep / drop): remove it")
+        return budget
+
+    def grid(self, budget: Budget) -> tuple[float, float, Fraction]:
+        """``(min, max, step)`` of the sparsity grid (one-line error when the budget is outside it)."""
+        s = budget.value
+        lo, hi, step = max(0.0, s - 0.25), min(0.95, s + 0.25), Fraction(1, 16)
+        if self.levels:
+            parts = self.levels.split(":")
+            if len(parts) not in (2, 3):
+                raise UsageError(f"--levels {self.levels!r}: write MIN:MAX or MIN:MAX:STEP, e.g. 0.35:0.85:1/16")
+            try:
+                lo, hi = float(parts[0]), float(parts[1])
+            except ValueError:
+                raise UsageError(f"--levels {self.levels!r}: MIN and MAX must be numbers, e.g. 0.35:0.85") from None
+            if len(parts) == 3:
+                step = parse_step(parts[2])
+            if not 0.0 <= lo < hi < 1.0:
+                raise UsageError(f"--levels {self.levels!r}: need 0 <= MIN < MAX < 1")
+        if not lo <= s <= hi:
+            raise UsageError(f"budget {budget} is unreachable with levels {lo:g}..{hi:g}: every layer would need "
+                             f"a sparsity of {s:g}; widen --levels to include it")
+        if s - float(step) < lo and s + float(step) > hi:
+            raise UsageError(f"--levels {lo:g}:{hi:g} with step {step} leaves only the uniform level: widen "
+                             "it or use a smaller step")
+        return lo, hi, step

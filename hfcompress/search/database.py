@@ -1,0 +1,254 @@
+"""The level database: every targeted layer compressed once at every level of the grid.
+
+Built as EvoPress does: each layer is calibrated on the *dense* model's inputs, so a layer's
+variant at a level does not depend on the other layers' levels and any profile can be
+assembled by swapping weights. The same computation is what ``prune`` does with
+``dense_inputs: true`` and per-layer ``overrides``, so the recipe a search writes reproduces
+the searched model exactly.
+
+On disk (``<cache>/<key>/``, key = hash of the model's weights, the method and its options,
+the calibration and the chunking), only what differs from the dense model:
+
+* ``stats/<group>.safetensors``: the calibration statistics of each input group (SparseGPT's
+  Hessian ``X^T X``; Wanda's input norms), from ONE dense calibration pass, so levels a later
+  budget needs are computed without another forward;
+* ``levels/<layer>/<zeros>.safetensors``: the layer with that many zeros: a packed bitmask of
+  the zeros, plus (SparseGPT, which updates the kept weights) the kept values.
+
+Entries are written atomically and reused by every later search of the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..calibration import Hessians, Sequential, SquaredNorms
+from ..prune.engine import arch_info, calibration_ids, target_linears
+from ..prune.masks import prune_mask, zero_
+from ..prune.sparsegpt import SparseGPTConfig, sparsegpt_prune
+
+DEFAULT_CACHE = Path(os.environ.get("HFCOMPRESS_SEARCH_CACHE", Path.home() / ".cache" / "hfcompress" / "search"))
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """Hash of the model's config and every parameter's bytes (the database's identity)."""
+    h = hashlib.blake2b(digest_size=16)
+    config = getattr(model, "config", None)
+    if config is not None:
+        h.update(json.dumps(config.to_diff_dict(), sort_keys=True, default=str).encode())
+    for name, p in model.state_dict().items():
+        h.update(name.encode())
+        t = p.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "_")
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.reshape(-1).numpy().astype(np.uint8)))
+
+
+def unpack_mask(packed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    n = shape[0] * shape[1]
+    return torch.from_numpy(np.unpackbits(packed.numpy())[:n].astype(bool)).reshape(shape)
+
+
+class SparsityDatabase:
+    """Wanda / SparseGPT variants of every target at given zero counts (see the module doc)."""
+
+    def __init__(self, bundle: Any, method: str, calibration: Any, batch_size: int | None,
+                 cache_dir: str | os.PathLike | None = None, progress: bool = False):
+        self.bundle, self.method, self.calibration, self.batch_size = bundle, method, calibration, batch_size
+        self.progress = progress
+        model = bundle.model
+        self.info = arch_info(model)
+        self.linears = target_linears(model, self.info, None, None)
+        self.sgpt = SparseGPTConfig()
+        self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
+        ident = {"model": fingerprint(model), "method": method, "calibration": calibration.model_dump(mode="json"),
+                 "batch_size": batch_size, "version": 1}
+        if method == "sparsegpt":
+            ident["sparsegpt"] = {"percdamp": self.sgpt.percdamp, "blocksize": self.sgpt.blocksize}
+        self.identity = ident
+        self.key = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=10).hexdigest()
+        self.root = Path(cache_dir or DEFAULT_CACHE).expanduser() / self.key
+        self.groups: list[list[str]] | None = None
+        self.built_now = {"stats": False, "entries": 0}
+
+    # -- layout ---------------------------------------------------------------------------
+    def shape(self, name: str) -> tuple[int, int]:
+        m = self.linears[name]
+        return int(m.out_features), int(m.in_features)
+
+    def entry_path(self, name: str, zeros: int) -> Path:
+        return self.root / "levels" / _safe(name) / f"{zeros}.safetensors"
+
+    def has(self, name: str, zeros: int) -> bool:
+        return self.entry_path(name, zeros).is_file()
+
+    def size_bytes(self) -> dict[str, int]:
+        """Bytes on disk: statistics and level entries."""
+        def total(folder: Path) -> int:
+            return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) if folder.is_dir() else 0
+        return {"stats": total(self.root / "stats"), "levels": total(self.root / "levels")}
+
+    # -- statistics: one dense calibration pass ---------------------------------------------
+    def _meta_path(self) -> Path:
+        return self.root / "meta.json"
+
+    def ensure_stats(self) -> None:
+        meta = self._meta_path()
+        if meta.is_file():
+            self.groups = json.loads(meta.read_text())["groups"]
+            return
+        ids = calibration_ids(self.bundle, self.calibration)
+        stats_dir = self.root / "stats"
+        if self.method == "sparsegpt":
+            acc: Any = Hessians()
+
+            def pop(names: list[str]) -> dict[str, torch.Tensor]:
+                H, tokens = acc.pop(names[0])
+                return {"H": H, "tokens": torch.tensor(tokens)} if tokens and H is not None else {}
+        else:
+            acc = SquaredNorms()
+
+            def pop(names: list[str]) -> dict[str, torch.Tensor]:
+                norm = acc.pop_norms(names[0])
+                return {"norm": norm} if norm is not None else {}
+
+        def on_chunk(names: list[str], x: torch.Tensor) -> None:
+            acc.add(names[0], x)
+
+        groups: list[list[str]] = []
+
+        def on_group(names: list[str], x: torch.Tensor | None) -> None:
+            if x is not None:
+                acc.add(names[0], x)
+            tensors = pop(names)
+            groups.append(list(names))
+            _atomic_save(tensors or {"none": torch.zeros(0)}, stats_dir / f"{_safe(names[0])}.safetensors")
+
+        seq = Sequential(self.bundle.model, self.info, self.linears, on_group, on_chunk, self.batch_size,
+                         progress=self.progress, stacks=self.info.stacks)
+        seq.run(ids)
+        self.groups = groups
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": self.identity, "groups": groups}, indent=1))
+        os.replace(tmp, meta)
+        self.built_now["stats"] = True
+
+    def _stats(self, group: list[str]) -> dict[str, torch.Tensor]:
+        data = load_file(self.root / "stats" / f"{_safe(group[0])}.safetensors")
+        return {} if "none" in data else data
+
+    # -- level entries ----------------------------------------------------------------------
+    def ensure(self, wanted: dict[str, list[int]], note: Any = None) -> None:
+        """Compute every missing ``(layer, zeros)`` of ``wanted`` (per layer, the same-length list
+        of zero counts by level index, the index shared across a group)."""
+        missing = {n: [z for z in zs if not self.has(n, z)] for n, zs in wanted.items()}
+        if not any(missing.values()):
+            if self.groups is None and self._meta_path().is_file():
+                self.groups = json.loads(self._meta_path().read_text())["groups"]
+            return
+        self.ensure_stats()
+        assert self.groups is not None
+        done = 0
+        for group in self.groups:
+            todo = [i for i in range(max(len(wanted.get(n, [])) for n in group))
+                    if any(not self.has(n, wanted[n][i]) for n in group if n in wanted)]
+            if not todo:
+                continue
+            stats = self._stats(group)
+            for i in todo:
+                self._compute(group, {n: wanted[n][i] for n in group}, stats)
+            done += 1
+            if note is not None:
+                note(f"level database: {done} input groups computed")
+
+    @torch.no_grad()
+    def _compute(self, group: list[str], zeros: dict[str, int], stats: dict[str, torch.Tensor]) -> None:
+        """The group's layers at the given zero counts, exactly as ``prune`` with ``dense_inputs`` does."""
+        sparsity = {n: z / self.dense[n].numel() for n, z in zeros.items()}
+        out: dict[str, torch.Tensor] = {}
+        if self.method == "wanda":
+            norm = stats.get("norm")
+            for n in group:
+                w = self.dense[n].clone()
+                score = w.abs().float()
+                if norm is not None:
+                    score.mul_(norm)
+                zero_(w, prune_mask(score, sparsity[n], None, per="row"))
+                out[n] = w
+        elif "H" not in stats:  # no calibration token reached the group: exact-count magnitude
+            for n in group:
+                w = self.dense[n].clone()
+                zero_(w, prune_mask(w.abs().float(), sparsity[n], None, per="layer"))
+                out[n] = w
+        else:
+            mats = [self.dense[n] for n in group]
+            W = torch.cat([m.float() for m in mats], 0) if len(mats) > 1 else mats[0].float().clone()
+            segs, r = [], 0
+            for n, m in zip(group, mats, strict=True):
+                segs.append((r, r + m.shape[0], sparsity[n]))
+                r += m.shape[0]
+            sparsegpt_prune(W, stats["H"].clone(), segs, None, self.sgpt.blocksize, self.sgpt.percdamp)
+            for (a, b, _), n, m in zip(segs, group, mats, strict=True):
+                w = torch.empty_like(m)
+                w.copy_(W[a:b])
+                out[n] = w
+        for n, w in out.items():
+            if self.has(n, zeros[n]):
+                continue
+            mask = w == 0
+            tensors = {"mask": pack_mask(mask)}
+            if self.method == "sparsegpt":
+                tensors["values"] = w[~mask]
+            _atomic_save(tensors, self.entry_path(n, zeros[n]))
+            self.built_now["entries"] += 1
+
+    def weight(self, name: str, zeros: int) -> torch.Tensor:
+        """The layer's weight at ``zeros`` zeros (decoded from the database)."""
+        data = load_file(self.entry_path(name, zeros))
+        mask = unpack_mask(data["mask"], self.shape(name))
+        if "values" in data:
+            w = torch.zeros(self.shape(name), dtype=self.dense[name].dtype)
+            w[~mask] = data["values"]
+            return w
+        w = self.dense[name].clone()
+        return zero_(w, mask)
+
+    def install(self, name: str, zeros: int) -> None:
+        with torch.no_grad():
+            self.linears[name].weight.copy_(self.weight(name, zeros))
+
+    def restore_dense(self, names: Iterable[str] | None = None) -> None:
+        with torch.no_grad():
+            for n in names or self.linears:
+                self.linears[n].weight.copy_(self.dense[n])

@@ -1,0 +1,358 @@
+"""``search()``: budget in, searched per-layer profile out (model, recipe.yaml, report).
+
+::
+
+    import hfcompress
+    result = hfcompress.search("HuggingFaceTB/SmolLM2-135M-Instruct", method="sparsegpt",
+                               budget="sparsity=0.6", generations=40, output="out/smol-sgpt60")
+    result.report["comparison"]          # searched vs uniform vs OWL (KL to the dense model)
+
+Order of work: every option and the output folder are checked before the model is loaded; the
+level database is built (or read from the cache); the fitness reference (the dense model's
+next-token log-probabilities on the fitness windows) is computed; the search runs (resumable);
+the baselines are scored; and the output is written atomically by running the searched recipe
+through :func:`hfcompress.compress` (so ``hfcompress compress recipe.yaml`` reproduces it), with
+the report (``search_report.json`` / ``.md``, plots) and a card section added.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import CalibrationConfig, build_config
+from ..errors import UnsupportedError, UsageError
+from ..io import atomic_folder, check_output, write_json
+from ..loading import ModelBundle, load
+from ..pipeline import compress
+from ..prune.drop import DropBlocksConfig
+from ..prune.engine import arch_info, calibration_ids, target_linears
+from ..prune.sparsegpt import SparseGPTConfig
+from ..prune.wanda import WandaConfig
+from ..recipes import Recipe
+from ..stage import StageContext, run_stage
+from . import report as _report
+from .budget import Budget, SearchConfig
+from .database import DEFAULT_CACHE, SparsityDatabase, fingerprint
+from .evolve import SearchState, evolve
+from .fitness import Fitness, skipped_blocks
+from .space import Profile, Space
+
+PRUNE_CONFIGS = {"wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
+
+
+@dataclass
+class SearchResult:
+    bundle: ModelBundle
+    report: dict[str, Any]
+    recipe: Recipe
+    output: Path | None = None
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        import sys
+
+        print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- sparsity
+@dataclass
+class SparsityPlan:
+    """The sparsity space: per layer the uniform zeros and the zeros per level step."""
+
+    names: list[str]
+    numel: dict[str, int]
+    base: dict[str, int]
+    step_zeros: dict[str, int]
+    kmin: int
+    kmax: int
+    space: Space
+
+    def zeros(self, name: str, k: int) -> int:
+        return self.base[name] + k * self.step_zeros[name]
+
+    def profile_zeros(self, profile: Profile) -> dict[str, int]:
+        return {n: self.zeros(n, k) for n, k in zip(self.names, profile, strict=True)}
+
+
+def plan_sparsity(linears: dict[str, Any], method: str, budget: Budget, lo: float, hi: float,
+                  step: Fraction) -> SparsityPlan:
+    """Exact zero counts per layer and level; one-line errors when the grid cannot be exact."""
+    q = step.denominator
+    s = budget.value
+    names = list(linears)
+    numel, base, step_zeros = {}, {}, {}
+    for n in names:
+        rows, cols = int(linears[n].out_features), int(linears[n].in_features)
+        if cols % q:
+            raise UsageError(f"level step 1/{q} is not a whole number of weights per row of {n} ({cols} inputs): "
+                             f"pass --levels {lo:g}:{hi:g}:1/Q with Q dividing every layer's input width")
+        numel[n] = rows * cols
+        base[n] = rows * int(round(cols * s)) if method == "wanda" else int(round(rows * cols * s))
+        step_zeros[n] = rows * (cols // q)
+    kmin = math.ceil((lo - s) * q - 1e-9)
+    kmax = math.floor((hi - s) * q + 1e-9)
+    los, his = [], []
+    for n in names:
+        k_lo = max(kmin, -(base[n] // step_zeros[n]))
+        k_hi = min(kmax, (numel[n] - 1 - base[n]) // step_zeros[n])
+        if method == "wanda":  # whole rows: at most cols - 1 zeros per row
+            rows = numel[n] // int(linears[n].in_features)
+            k_hi = min(k_hi, (numel[n] - rows - base[n]) // step_zeros[n])
+        los.append(k_lo)
+        his.append(k_hi)
+    g = 0
+    for n in names:
+        g = math.gcd(g, step_zeros[n])
+    space = Space(names, los, his, [step_zeros[n] // g for n in names])
+    return SparsityPlan(names, numel, base, step_zeros, kmin, kmax, space)
+
+
+class Installed:
+    """The profile currently in the model's weights; a new one swaps only the layers that differ."""
+
+    def __init__(self, db: SparsityDatabase, plan: SparsityPlan):
+        self.db, self.plan = db, plan
+        self.current: dict[str, int] = {}
+
+    def set(self, profile: Profile) -> None:
+        for n, z in self.plan.profile_zeros(profile).items():
+            if self.current.get(n) != z:
+                self.db.install(n, z)
+                self.current[n] = z
+
+
+def _fitness_windows(bundle: ModelBundle, cfg: SearchConfig) -> torch.Tensor:
+    cal = cfg.calibration
+    need = math.ceil(cfg.tokens[-1] / cal.seq_len)
+    fit_cal = CalibrationConfig(**{**cal.model_dump(), "seed": cal.seed + 1, "samples": need})
+    return calibration_ids(bundle, fit_cal).clone()
+
+
+def _state_key(parts: dict[str, Any]) -> str:
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=10).hexdigest()
+
+
+def search(model: str | os.PathLike | ModelBundle, config: SearchConfig | None = None, *,
+           output: str | os.PathLike | None = None, overwrite: bool = False, progress: bool = True,
+           load_kwargs: dict[str, Any] | None = None, **options: Any) -> SearchResult:
+    """Search per-layer levels meeting the budget exactly; see the module docstring.
+
+    ``config`` or keyword ``options`` (the :class:`SearchConfig` fields: ``method``, ``budget``,
+    ``levels``, ``generations``, ``offspring``, ``tokens``, ``survivors``, ``seed``,
+    ``calibration``, ``cache_dir``, ...).
+    """
+    if config is None:
+        config = build_config(SearchConfig, options)
+    elif options:
+        raise UsageError("search(): pass a SearchConfig or keyword options, not both")
+    budget = config.parsed_budget()
+    grid = config.grid(budget) if budget.kind == "sparsity" else None
+    source = model.path if isinstance(model, ModelBundle) else (Path(model) if os.path.isdir(model) else None)
+    if output is not None:
+        check_output(output, source=source, overwrite=overwrite)
+    started = time.perf_counter()
+    bundle = model if isinstance(model, ModelBundle) else load(model, **(load_kwargs or {}))
+    if bundle.task not in (None, "causal-lm", "text-generation") and not hasattr(bundle.model, "lm_head"):
+        raise UnsupportedError(f"search scores candidates by their next-token distribution: it needs a causal "
+                               f"language model, and this is a {bundle.task} model")
+    cache_root = Path(config.cache_dir or DEFAULT_CACHE).expanduser()
+    windows = _fitness_windows(bundle, config)
+    if budget.kind == "sparsity":
+        result = _search_sparsity(bundle, config, budget, grid, windows, cache_root, progress)
+    else:
+        result = _search_drop(bundle, config, budget, windows, cache_root, progress)
+    result["report"]["seconds"] = round(time.perf_counter() - started, 1)
+    return _finish(bundle, config, result, output, overwrite, progress)
+
+
+def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, grid: Any, windows: torch.Tensor,
+                     cache_root: Path, progress: bool) -> dict[str, Any]:
+    lo, hi, step = grid
+    model = bundle.model
+    info = arch_info(model)
+    linears = target_linears(model, info, None, None)
+    plan = plan_sparsity(linears, cfg.method, budget, lo, hi, step)
+    db = SparsityDatabase(bundle, cfg.method, cfg.calibration, cfg.batch_size, cache_root, progress=progress)
+    fitness = Fitness(model, windows)  # the dense reference, before any level is installed
+    wanted = {n: [plan.zeros(n, min(max(k, plan.space.lo[i]), plan.space.hi[i]))
+                  for k in range(plan.kmin, plan.kmax + 1)] for i, n in enumerate(plan.names)}
+    t = time.perf_counter()
+    _say(progress, f"search: level database {db.key}: {plan.kmax - plan.kmin + 1} levels x {len(plan.names)} layers")
+    db.ensure(wanted, note=(lambda m: _say(progress, f"search: {m}")) if progress else None)
+    db_seconds = round(time.perf_counter() - t, 1)
+    installed = Installed(db, plan)
+
+    def evaluate(profile: Profile, tokens: int) -> float:
+        installed.set(profile)
+        return fitness(tokens)
+
+    key = _state_key({"db": db.key, "budget": str(budget), "grid": [lo, hi, str(step)], "offspring": cfg.offspring,
+                      "tokens": cfg.tokens, "survivors": cfg.survivors, "max_switches": cfg.max_switches,
+                      "seed": cfg.seed})
+    state = evolve(plan.space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
+                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
+                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+    best = tuple(state.parent)
+    zeros = plan.profile_zeros(best)
+    total = sum(plan.numel.values())
+    uniform_zeros = sum(plan.base.values())
+    if sum(zeros.values()) != uniform_zeros:  # the space guarantees it; a broken invariant must not pass
+        raise AssertionError("search: the profile's zeros differ from the budget's")
+    sparsity = {n: zeros[n] / plan.numel[n] for n in plan.names}
+    recipe_cfg = PRUNE_CONFIGS[cfg.method](sparsity=budget.value, dense_inputs=True, overrides=sparsity,
+                                           calibration=cfg.calibration, batch_size=cfg.batch_size)
+    comparison = [{"name": "searched", "kl": state.fitness, "zeros": uniform_zeros,
+                   "sparsity": uniform_zeros / total},
+                  {"name": "uniform (dense inputs, search start)", "kl": state.curve[0]["fitness"],
+                   "zeros": uniform_zeros, "sparsity": uniform_zeros / total}]
+    installed.set(best)
+    searched_state = {n: m.weight.detach().clone() for n, m in linears.items()}
+    db.restore_dense()
+    installed.current.clear()
+    if cfg.baselines:
+        for name, extra in (("uniform", {}), ("owl", {"owl": True})):
+            _say(progress, f"search: scoring the {name} baseline ({cfg.method}, sequential)")
+            other = copy.deepcopy(bundle)
+            run_stage(other, PRUNE_CONFIGS[cfg.method](sparsity=budget.value, calibration=cfg.calibration,
+                                                      batch_size=cfg.batch_size, **extra),
+                      StageContext(progress=False))
+            olin = target_linears(other.model, arch_info(other.model), None, None)
+            z = sum(int((m.weight == 0).sum()) for m in olin.values())
+            comparison.append({"name": name, "kl": fitness(cfg.tokens[-1], other.model), "zeros": z,
+                               "sparsity": z / total})
+            del other
+    layers = [{"name": n, "level": k, "zeros": zeros[n], "sparsity": round(sparsity[n], 6), "params": plan.numel[n]}
+              for n, k in zip(plan.names, best, strict=True)]
+    sizes = db.size_bytes()
+    report = {
+        "method": cfg.method, "budget": str(budget), "kind": "sparsity",
+        "grid": {"min": lo, "max": hi, "step": str(step), "levels": plan.kmax - plan.kmin + 1,
+                 "unit": "Linear layer", "units": len(plan.names)},
+        "budget_check": {"zeros": sum(zeros.values()), "uniform_zeros": uniform_zeros, "targeted_parameters": total,
+                         "exact": True},
+        "database": {"key": db.key, "stats_bytes": sizes["stats"], "level_bytes": sizes["levels"],
+                     "built_stats_now": db.built_now["stats"], "entries_computed_now": db.built_now["entries"],
+                     "seconds": db_seconds},
+        "layers": layers, "comparison": comparison,
+    }
+    return {"report": report, "state": state, "recipe_cfg": recipe_cfg, "fitness": fitness,
+            "expected": searched_state, "db_root": db.root, "assemble": lambda: installed.set(best)}
+
+
+# ---------------------------------------------------------------------------------------- drop
+def _search_drop(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, windows: torch.Tensor,
+                 cache_root: Path, progress: bool) -> dict[str, Any]:
+    model = bundle.model
+    info = arch_info(model)
+    if len(info.stacks) != 1:
+        raise UnsupportedError("block-drop search handles models with one block stack (decoder-only): "
+                               f"this model has {len(info.stacks)}")
+    blocks = list(info.stacks[0].blocks)
+    n_drop = int(budget.value)
+    if n_drop >= len(blocks):
+        raise UsageError(f"budget {budget} is unreachable: the model has {len(blocks)} blocks; drop at most "
+                         f"{len(blocks) - 1}")
+    fitness = Fitness(model, windows)
+    # the start: the project's angular-distance choice (prune structured="layers")
+    other = copy.deepcopy(bundle)
+    rec = run_stage(other, WandaConfig(structured="layers", sparsity=n_drop / len(blocks),
+                                       calibration=cfg.calibration, batch_size=cfg.batch_size),
+                    StageContext(progress=False))
+    angular = sorted(rec["summary"]["removed_layers"])
+    angular_kl = fitness(cfg.tokens[-1], other.model)
+    del other
+    start = [1 if i in angular else 0 for i in range(len(blocks))]
+    space = Space([f"{info.layers_name}.{i}" for i in range(len(blocks))],
+                  [-s for s in start], [1 - s for s in start], [1] * len(blocks))
+
+    def dropped(profile: Profile) -> list[int]:
+        return [i for i, (s, k) in enumerate(zip(start, profile, strict=True)) if s + k]
+
+    def evaluate(profile: Profile, tokens: int) -> float:
+        with skipped_blocks([blocks[i] for i in dropped(profile)]):
+            return fitness(tokens)
+
+    ident = {"model": fingerprint(model), "calibration": cfg.calibration.model_dump(mode="json"), "method": "drop"}
+    root = cache_root / _state_key(ident)
+    key = _state_key({**ident, "budget": str(budget), "offspring": cfg.offspring, "tokens": cfg.tokens,
+                      "survivors": cfg.survivors, "max_switches": cfg.max_switches, "seed": cfg.seed})
+    state = evolve(space, evaluate, key=key, state_path=root / "runs" / f"{key}.json",
+                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
+                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+    best = dropped(tuple(state.parent))
+    if len(best) != n_drop:
+        raise AssertionError("search: the profile drops a different number of blocks than the budget")
+    comparison = [{"name": "searched", "kl": state.fitness, "dropped": best},
+                  {"name": "angular distance (search start)", "kl": angular_kl, "dropped": angular}]
+    report = {"method": "drop", "budget": str(budget), "kind": "blocks",
+              "grid": {"levels": 2, "unit": "block", "units": len(blocks)},
+              "budget_check": {"dropped": len(best), "budget": n_drop, "exact": True},
+              "database": {"key": root.name, "note": "no weights: a level is keep / drop"},
+              "layers": [{"name": space.names[i], "dropped": i in best} for i in range(len(blocks))],
+              "dropped": best, "comparison": comparison}
+    return {"report": report, "state": state, "recipe_cfg": DropBlocksConfig(blocks=best), "fitness": fitness,
+            "expected": None, "db_root": root}
+
+
+# ---------------------------------------------------------------------------------------- output
+def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], output: str | os.PathLike | None,
+            overwrite: bool, progress: bool) -> SearchResult:
+    state: SearchState = result["state"]
+    report = result["report"]
+    recipe = Recipe(name=f"search-{cfg.method}-{report['budget'].replace('=', '-')}", stages=[result["recipe_cfg"]])
+    cal = cfg.calibration
+    report.update({
+        "calibration": {"dataset": cal.dataset, "config": cal.config, "split": cal.split, "samples": cal.samples,
+                        "seq_len": cal.seq_len, "seed": cal.seed},
+        "fitness": {"metric": "mean per-token KL(dense || candidate)", "tokens": cfg.tokens,
+                    "tokens_scored": [result["fitness"].tokens_for(t) for t in cfg.tokens],
+                    "windows": {"dataset": cal.dataset, "seed": cal.seed + 1, "seq_len": cal.seq_len}},
+        "search": {"generations": state.generation, "offspring": cfg.offspring, "survivors": cfg.survivors,
+                   "max_switches": cfg.max_switches, "seed": cfg.seed, "evaluations": state.evaluations,
+                   "resumed_from": state.resumed_from, "accepted": sum(1 for c in state.curve[1:] if c["accepted"])},
+        "curve": state.curve,
+    })
+    points_path = result["db_root"] / "points.json"
+    report["pareto"] = _report.record_points(points_path, report)
+    if output is None:
+        bundle.model.eval()
+        _apply_in_memory(bundle, result)
+        return SearchResult(bundle=bundle, report=report, recipe=recipe)
+    _say(progress, "search: writing the output (the searched recipe through compress)")
+    with atomic_folder(output, overwrite=overwrite) as tmp:
+        res = compress(bundle, recipe, output=tmp, overwrite=True, progress=progress)
+        final = res.bundle
+        expected = result["expected"]
+        if expected is not None:
+            lin = target_linears(final.model, arch_info(final.model), None, None)
+            diffs = [float((lin[n].weight.detach() - w).abs().max()) for n, w in expected.items()]
+            report["reproduced"] = {"exact": max(diffs) == 0.0, "max_abs_diff": max(diffs)}
+        report["final_kl"] = result["fitness"](cfg.tokens[-1], final.model)
+        if "reproduced" not in report:
+            report["reproduced"] = {"exact": report["final_kl"] == state.fitness}
+        write_json(tmp / _report.REPORT_JSON, report)
+        (tmp / _report.REPORT_MD).write_text(_report.markdown(report))
+        _report.plots(report, tmp)
+        _report.append_card(tmp, report)
+    return SearchResult(bundle=final, report=report, recipe=recipe, output=Path(output).resolve())
+
+
+def _apply_in_memory(bundle: ModelBundle, result: dict[str, Any]) -> None:
+    """No output folder: leave the searched model in ``bundle``, assembled from the level database
+    (the weights the recipe reproduces) or, for block dropping, rebuilt by its recipe stage."""
+    if "assemble" in result:
+        result["assemble"]()
+    else:
+        run_stage(bundle, result["recipe_cfg"], StageContext(progress=False))

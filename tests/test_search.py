@@ -1,0 +1,167 @@
+"""hfcompress search (issue 18) on tiny random models: exact budgets, determinism, resume,
+one-line errors, and recipes that reproduce the searched model."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hfcompress
+from hfcompress.errors import UsageError
+from hfcompress.recipes import load_recipe
+from hfcompress.search import SearchConfig, search
+from hfcompress.search.space import Space
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 3-block Llama (hidden 96, FFN 128: layers of 3 sizes) with a character tokenizer, and a text dataset."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hfcompress.testing.models import tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("search")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=256, hidden_size=96, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=6, num_key_value_heads=3, head_dim=16, max_position_embeddings=256,
+                      tie_word_embeddings=False)
+    cfg.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(cfg).eval()
+    folder = root / "model"
+    model.save_pretrained(folder)
+    tiny_tokenizer(256).save_pretrained(folder)
+    data = root / "text"
+    data.mkdir()
+    g = random.Random(0)
+    words = "the search finds which layers of the network can lose more weights than others".split()
+    (data / "train.txt").write_text("\n".join(" ".join(g.choice(words) for _ in range(60)) for _ in range(80)))
+    return folder, str(data)
+
+
+def opts(data: str, cache, **kw):
+    base = dict(method="sparsegpt", budget="sparsity=0.5", generations=2, offspring=3, tokens=[32, 64],
+                survivors=[2, 1], calibration={"dataset": data, "samples": 4, "seq_len": 32}, cache_dir=str(cache),
+                baselines=False)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _zeros(state: dict[str, torch.Tensor]) -> int:
+    return sum(int((v == 0).sum()) for k, v in state.items() if ".layers." in k and k.endswith("proj.weight"))
+
+
+def test_space_mutations_keep_the_cost_exact():
+    rng = random.Random(1)
+    space = Space([f"u{i}" for i in range(12)], [-3] * 12, [3] * 12, [1, 1, 3, 3, 8, 8, 8, 1, 1, 3, 8, 8])
+    parent = space.start
+    for _ in range(300):
+        kid = space.mutate(parent, rng, 3)
+        assert space.valid(kid)
+        parent = kid
+    assert parent != space.start
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
+def test_budget_exact_and_recipe_reproduces(tiny, tmp_path, method):
+    folder, data = tiny
+    res = search(str(folder), opts(data, tmp_path / "cache", method=method, baselines=method == "sparsegpt"),
+                 output=tmp_path / "out", progress=False)
+    rep = res.report
+    assert rep["budget_check"]["zeros"] == rep["budget_check"]["uniform_zeros"]
+    assert rep["reproduced"]["exact"] is True
+    assert rep["final_kl"] == pytest.approx(rep["comparison"][0]["kl"], rel=1e-6)
+    levels = {r["level"] for r in rep["layers"]}
+    assert levels != {0}  # the search moved away from uniform
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    assert _zeros(out) == rep["budget_check"]["uniform_zeros"]
+    if method == "sparsegpt":  # the same zeros as `prune --sparsity 0.5` places (the uniform baseline)
+        rows = {r["name"]: r for r in rep["comparison"]}
+        assert list(rows)[2:] == ["uniform", "owl"]
+        assert rows["uniform"]["zeros"] == rows["searched"]["zeros"]
+    for f in ("recipe.yaml", "search_report.json", "search_report.md", "search_curve.png", "README.md"):
+        assert (tmp_path / "out" / f).is_file()
+    assert "Searched compression profile" in (tmp_path / "out" / "README.md").read_text()
+    # the written recipe, run by compress on the source model, gives the same weights bit for bit
+    recipe = load_recipe(tmp_path / "out" / "recipe.yaml")
+    assert recipe.stages[0].dense_inputs and len(recipe.stages[0].overrides) == 21
+    recipe.stages[0].calibration.dataset = data  # published recipes name a local dataset by its folder name only
+    again = hfcompress.compress(str(folder), recipe, output=tmp_path / "re", progress=False)
+    assert again.output is not None
+    re_state = load_file(tmp_path / "re" / "model.safetensors")
+    assert set(re_state) == set(out)
+    assert all(torch.equal(re_state[k], out[k]) for k in out)
+
+
+def test_deterministic_per_seed_and_resume(tiny, tmp_path):
+    folder, data = tiny
+    full = search(str(folder), opts(data, tmp_path / "a", method="wanda", generations=3), progress=False).report
+    same = search(str(folder), opts(data, tmp_path / "b", method="wanda", generations=3), progress=False).report
+    assert [r["level"] for r in full["layers"]] == [r["level"] for r in same["layers"]]
+    assert [c["fitness"] for c in full["curve"]] == [c["fitness"] for c in same["curve"]]
+    # interrupted after 1 generation, rerun with 3: continues at generation 1, same result
+    part = search(str(folder), opts(data, tmp_path / "c", method="wanda", generations=1), progress=False).report
+    assert len(part["curve"]) == 2 and part["search"]["resumed_from"] == []
+    cont = search(str(folder), opts(data, tmp_path / "c", method="wanda", generations=3), progress=False).report
+    assert cont["search"]["resumed_from"] == [1]
+    assert cont["database"]["entries_computed_now"] == 0 and cont["database"]["built_stats_now"] is False
+    assert [c["fitness"] for c in cont["curve"]] == [c["fitness"] for c in full["curve"]]
+    assert [r["level"] for r in cont["layers"]] == [r["level"] for r in full["layers"]]
+    # the database is reused by another budget (no new calibration pass)
+    other = search(str(folder), opts(data, tmp_path / "c", method="wanda", budget="sparsity=0.6", generations=1),
+                   progress=False).report
+    assert other["database"]["built_stats_now"] is False
+    assert other["budget_check"]["zeros"] == other["budget_check"]["uniform_zeros"]
+
+
+def test_drop_blocks_exact_and_reproducible(tiny, tmp_path):
+    folder, data = tiny
+    res = search(str(folder), opts(data, tmp_path / "cache", method="drop", budget="blocks=1", generations=2,
+                                   offspring=2), output=tmp_path / "out", progress=False)
+    rep = res.report
+    assert len(rep["dropped"]) == 1 and rep["budget_check"]["exact"]
+    assert rep["comparison"][0]["kl"] <= rep["comparison"][1]["kl"]
+    assert res.bundle.model.config.num_hidden_layers == 2
+    assert rep["final_kl"] == pytest.approx(rep["comparison"][0]["kl"], rel=1e-5)
+    recipe = load_recipe(tmp_path / "out" / "recipe.yaml")
+    assert recipe.stages[0].method == "drop-blocks" and recipe.stages[0].blocks == rep["dropped"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(budget="sparsity=0.6", levels="0.1:0.3"), "unreachable with levels 0.1..0.3"),
+    (dict(budget="bits=3.0", method="wanda"), "not searchable yet"),
+    (dict(budget="blocks=2", method="wanda"), "searches sparsity levels, not blocks"),
+    (dict(budget="sparsity=0.6", method="drop"), "searches blocks levels, not sparsity"),
+    (dict(budget="zeros=5"), "write KIND=VALUE"),
+    (dict(budget="sparsity=1.2"), "sparsity must be in"),
+    (dict(budget="sparsity=0.5", levels="0.2:0.8:0.3"), "must be 1/Q"),
+])
+def test_budget_errors_before_any_work(tmp_path, kw, match):
+    with pytest.raises(UsageError, match=match) as err:
+        search(str(tmp_path / "no-such-model"), opts("unused", tmp_path, **kw), progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_unreachable_blocks_and_step_errors(tiny, tmp_path):
+    folder, data = tiny
+    with pytest.raises(UsageError, match="unreachable: the model has 3 blocks"):
+        search(str(folder), opts(data, tmp_path, method="drop", budget="blocks=3"), progress=False)
+    with pytest.raises(UsageError, match="not a whole number of weights per row"):
+        search(str(folder), opts(data, tmp_path, levels="0.2:0.8:1/64"), progress=False)
+
+
+def test_cli_search_and_one_line_error(tiny, tmp_path):
+    folder, data = tiny
+    base = [sys.executable, "-m", "hfcompress", "search", str(folder), "--method", "wanda", "--calibration", data,
+            "--samples", "4", "--seq-len", "32", "--tokens", "32", "--survivors", "1", "--offspring", "3",
+            "--generations", "1", "--cache-dir", str(tmp_path / "cache"), "--no-baselines", "--no-progress"]
+    bad = subprocess.run(base + ["--budget", "bits=3", "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not searchable yet" in bad.stderr
+    ok = subprocess.run(base + ["--budget", "sparsity=0.5", "-o", str(tmp_path / "out")], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "budget check" in ok.stdout and (tmp_path / "out" / "recipe.yaml").is_file()
