@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
+from ..loading.offload import onloaded
 from .blocks import BlockStack, block_index, find_block_stacks
 from .capture import first_tensor, hidden_of, merge_outputs, model_inputs, run_through_blocks, slice_call
 from .data import bound_heap, release_free_memory
@@ -130,6 +131,13 @@ class Sequential:
     # -- one block ---------------------------------------------------------------------------
     def _block(self, g: int, stack: BlockStack, i: int, block: nn.Module, fwd: Callable[..., Any],
                args: tuple, kwargs: dict) -> Any:
+        # An offloaded block (--max-memory) is in memory only while it is calibrated; the weights
+        # changed in it go to the model's offload store, which the save reads (loading/offload.py).
+        with onloaded(block, root=self.model):
+            return self._calibrate_block(g, stack, i, block, fwd, args, kwargs)
+
+    def _calibrate_block(self, g: int, stack: BlockStack, i: int, block: nn.Module, fwd: Callable[..., Any],
+                         args: tuple, kwargs: dict) -> Any:
         hs = hidden_of(args, kwargs)
         si = next(k for k, s in enumerate(self._stacks) if s is stack)
         names = self._by_block.get((si, i), [])

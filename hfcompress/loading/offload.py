@@ -1,0 +1,367 @@
+"""Models larger than memory: weights offloaded by accelerate, brought in one block at a time.
+
+``load(..., max_memory={"cpu": "300MB"}, offload_folder=DIR)`` loads with transformers'
+``device_map="auto"``: the modules that fit in ``max_memory`` are loaded, the others stay on the
+``meta`` device with accelerate's :class:`~accelerate.hooks.AlignDevicesHook` reading their
+weights on demand (from the source ``*.safetensors`` themselves — transformers indexes them in
+place — or from ``offload_folder`` when a weight had to be converted). Then:
+
+* :func:`onloaded` brings a module (a block) onto its compute device for the time of a
+  ``with`` and, on leaving, writes the tensors changed inside it (pruned weights) into this
+  model's own offload store (``safetensors`` files in a private folder inside the offload folder)
+  and points accelerate's weights map at them, so the discarded offload copy is never the one
+  that is saved; the source folder is only read.
+* :func:`iter_onloaded` walks named targets, one owning module in memory at a time (data-free
+  methods: magnitude, threshold).
+* :func:`named_tensors` yields every parameter materialized one at a time (sizes, sparsity).
+* :func:`save_offloaded` writes the model shard by shard with ``save_pretrained``: at most one
+  shard of :func:`shard_bytes` is in memory at once.
+
+Every function is a no-op pass-through for a model that is not offloaded, on any device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedError, UsageError
+
+#: attribute of a loaded model holding its :class:`OffloadStore`
+STORE_ATTR = "_hfcompress_offload"
+#: smallest / default shard written by :func:`save_offloaded` (bytes)
+MIN_SHARD_BYTES = 32 << 20
+DEFAULT_SHARD_BYTES = 1 << 30
+_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def _size(text: str, flag: str) -> int:
+    raw = text.strip().upper().replace(" ", "")
+    num = raw.rstrip("KMGTIB")
+    unit = raw[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value <= 0:
+        raise UsageError(f"{flag}: {text!r} is not a size: write it like 300MB, 2GiB or 1500000000")
+    return int(value * _UNITS[unit])
+
+
+def parse_max_memory(spec: str | Iterable[str] | dict[Any, Any] | None, flag: str = "--max-memory"
+                     ) -> dict[int | str, int] | None:
+    """``"cpu=300MB,0=10GiB"`` (or a list of ``DEVICE=SIZE``, or a dict) -> accelerate's ``max_memory``.
+
+    Devices: ``cpu``, ``mps``, a GPU index (``0``) or ``cuda:N``; sizes in B / KB / MB / GB / KiB / MiB /
+    GiB or bytes. Any other value is a one-line :class:`UsageError`.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        items = [(str(k), str(v)) for k, v in spec.items()]
+    else:
+        parts = [spec] if isinstance(spec, str) else list(spec)
+        items = []
+        for part in parts:
+            for entry in str(part).split(","):
+                if not entry.strip():
+                    continue
+                device, sep, size = entry.partition("=")
+                if not sep or not size.strip():
+                    raise UsageError(f"{flag}: {entry.strip()!r} is not DEVICE=SIZE: write it like cpu=300MB "
+                                     "(or 0=10GiB for GPU 0)")
+                items.append((device, size))
+    if not items:
+        raise UsageError(f"{flag} is empty: give DEVICE=SIZE, e.g. cpu=300MB")
+    out: dict[int | str, int] = {}
+    for device, size in items:
+        d = device.strip().lower()
+        if d.startswith("cuda:"):
+            d = d[5:]
+        key: int | str
+        if d.isdigit():
+            key = int(d)
+            if not torch.cuda.is_available() or key >= torch.cuda.device_count():
+                raise UsageError(f"{flag}: GPU {key} is not available here: use cpu=SIZE (and --offload-folder)")
+        elif d in ("cpu", "mps"):
+            key = d
+        else:
+            raise UsageError(f"{flag}: unknown device {device.strip()!r}: use cpu, a GPU index (0) or cuda:N")
+        if key in out:
+            raise UsageError(f"{flag}: device {device.strip()} is given twice: give each device once")
+        out[key] = _size(size, flag)
+    return out
+
+
+# -- what is offloaded ------------------------------------------------------------------------------
+
+def _hooks(module: nn.Module) -> list[Any]:
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return []
+    return list(getattr(hook, "hooks", None) or [hook])  # a SequentialHook holds several
+
+
+def _offload_hook(module: nn.Module) -> Any | None:
+    """The accelerate hook that offloads ``module``'s own tensors, if any."""
+    return next((h for h in _hooks(module) if getattr(h, "offload", False) and getattr(h, "weights_map", None)
+                 is not None), None)
+
+
+def is_offloaded(model: nn.Module) -> bool:
+    """Whether some of ``model``'s weights live outside memory (accelerate's offload hooks)."""
+    return any(_offload_hook(m) is not None for m in model.modules())
+
+
+def execution_device(model: nn.Module) -> torch.device:
+    """Where the model computes: the first non-meta parameter's device, else the hooks' device."""
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    for m in model.modules():
+        for h in _hooks(m):
+            dev = getattr(h, "execution_device", None)
+            if dev is not None:
+                return torch.device(dev) if not isinstance(dev, int) else torch.device("cuda", dev)
+    return torch.device("cpu")
+
+
+# -- the offload store: where changed tensors of offloaded modules go ---------------------------------
+
+@dataclass
+class OffloadStore:
+    """A private folder of ``safetensors`` files holding the tensors changed in offloaded modules.
+
+    Removed with the model (or at exit); ``owned``: the whole offload folder was created by us.
+    """
+
+    folder: Path
+    offload_folder: Path
+    owned: bool
+    #: the ``max_memory`` the model was loaded with (sizes the shards of :func:`save_offloaded`)
+    max_memory: dict[int | str, int] = field(default_factory=dict)
+    counter: Iterator[int] = field(default_factory=itertools.count)
+    #: tensors written, by name: ``(file, key)``
+    written: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def write(self, tensors: dict[str, torch.Tensor]) -> str:
+        from safetensors.torch import save_file
+
+        path = self.folder / f"changed-{next(self.counter):05d}.safetensors"
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path))
+        for k in tensors:
+            self.written[k] = (str(path), k)
+        return str(path)
+
+
+def _cleanup(folder: str, offload_folder: str, owned: bool) -> None:
+    shutil.rmtree(offload_folder if owned else folder, ignore_errors=True)
+
+
+def attach_store(model: nn.Module, offload_folder: str | os.PathLike, *, owned: bool,
+                 max_memory: dict[int | str, int] | None = None) -> OffloadStore:
+    """Give an offloaded model its :class:`OffloadStore`: a private folder inside ``offload_folder``,
+    deleted with the model (``owned``: the whole offload folder is ours and goes too)."""
+    base = Path(offload_folder)
+    folder = Path(tempfile.mkdtemp(prefix=f"hfcompress-changed-{os.getpid()}-", dir=base))
+    store = OffloadStore(folder, base, owned, dict(max_memory or {}))
+    object.__setattr__(model, STORE_ATTR, store)
+    weakref.finalize(model, _cleanup, str(folder), str(base), owned)
+    return store
+
+
+def offload_folder_for(offload_folder: str | os.PathLike | None) -> str:
+    """The folder transformers offloads converted weights to: ``offload_folder``, checked, or a new
+    temporary one (one-line :class:`UsageError` for a file or an unwritable path)."""
+    if offload_folder is None:
+        return tempfile.mkdtemp(prefix="hfcompress-offload-")
+    p = Path(offload_folder).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"--offload-folder {offload_folder} is a file: give a folder (created if missing)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--offload-folder {offload_folder} cannot be created ({exc.strerror}): "
+                         "give a writable folder") from None
+    if not os.access(p, os.W_OK):
+        raise UsageError(f"--offload-folder {offload_folder} is not writable: give a writable folder")
+    return str(p.resolve())
+
+
+def _store(model: nn.Module | None) -> OffloadStore:
+    store = getattr(model, STORE_ATTR, None) if model is not None else None
+    if store is None:
+        raise UnsupportedError("this model was offloaded outside hfcompress.load(): load it with "
+                               "hfcompress.load(..., max_memory=...) to change offloaded weights")
+    return store
+
+
+def _put_back(hook: Any, name: str, tensor: torch.Tensor, path: str, key: str) -> None:
+    """Point ``hook``'s weights map at the changed tensor (``key`` in ``path``)."""
+    from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset
+
+    wm = hook.weights_map
+    if isinstance(wm, PrefixedDataset) and isinstance(wm.dataset, OffloadedWeightsLoader):
+        loader, full = wm.dataset, wm.prefix + name
+        if full in loader.state_dict:  # offloaded to CPU memory (a GPU model): replace in place
+            loader.state_dict[full] = tensor.detach().to("cpu")
+            return
+        loader.index[full] = {"safetensors_file": path, "weight_name": key,
+                              "dtype": str(tensor.dtype).removeprefix("torch.")}
+        if full not in loader.all_keys:
+            loader.all_keys.append(full)
+    elif isinstance(wm, dict):
+        wm[name] = tensor.detach().to("cpu")
+    else:
+        raise UnsupportedError(f"cannot write back offloaded weights held in a {type(wm).__name__}: "
+                               "load the model with hfcompress.load(..., max_memory=...)")
+
+
+def _module_tensors(module: nn.Module, hook: Any) -> list[str]:
+    from accelerate.utils.modeling import named_module_tensors
+
+    return [n for n, _ in named_module_tensors(module, include_buffers=hook.offload_buffers,
+                                               recurse=hook.place_submodules, remove_non_persistent=True)]
+
+
+@contextmanager
+def onloaded(module: nn.Module, *, root: nn.Module | None = None, device: torch.device | str | None = None,
+             writeback: bool = True) -> Iterator[nn.Module]:
+    """Inside the ``with``, every offloaded tensor of ``module`` (and its submodules) is in memory on
+    its compute device (``device`` overrides it) and accelerate's hooks neither reload nor drop it.
+
+    On leaving, tensors changed in place (or replaced) are written to ``root``'s offload store and the
+    weights map points at them (``writeback``); then they return to ``meta``. A module with nothing
+    offloaded passes through.
+    """
+    from accelerate.utils import set_module_tensor_to_device
+
+    found = [(m, h) for m in module.modules() if (h := _offload_hook(m)) is not None]
+    if not found:
+        yield module
+        return
+    state: list[tuple[nn.Module, Any, Any, list[tuple[str, int, int]]]] = []
+    try:
+        for m, hook in found:
+            target = device if device is not None else hook.execution_device
+            seen = []
+            for name in _module_tensors(m, hook):
+                set_module_tensor_to_device(m, name, target, value=hook.weights_map[name])
+                t = _get(m, name)
+                seen.append((name, id(t), t._version))
+            state.append((m, hook, hook.execution_device, seen))
+            hook.offload = False  # pre/post_forward only move inputs now
+            hook.execution_device = target
+        yield module
+        if writeback:
+            names = {id(m): n for n, m in root.named_modules()} if root is not None else {}
+            changed: dict[str, torch.Tensor] = {}
+            where: list[tuple[Any, str, str]] = []
+            for m, hook, _, seen in state:
+                for name, ident, version in seen:
+                    t = _get(m, name)
+                    if id(t) != ident or t._version != version:
+                        prefix = names.get(id(m), str(id(m)))
+                        key = f"{prefix}.{name}" if prefix else name
+                        changed[key] = t
+                        where.append((hook, name, key))
+            if changed:
+                path = _store(root).write(changed)
+                for hook, name, key in where:
+                    _put_back(hook, name, changed[key], path, key)
+            del changed
+    finally:
+        for m, hook, original, seen in state:
+            hook.offload = True
+            hook.execution_device = original
+            for name, _, _ in seen:
+                set_module_tensor_to_device(m, name, "meta")
+
+
+def _get(module: nn.Module, name: str) -> torch.Tensor:
+    owner, _, attr = name.rpartition(".")
+    return getattr(module.get_submodule(owner) if owner else module, attr)
+
+
+def _owner(model: nn.Module, name: str) -> nn.Module:
+    """The deepest existing submodule whose path prefixes ``name`` (a target's own module)."""
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            return model.get_submodule(".".join(parts[:k]))
+        except AttributeError:
+            continue
+    return model
+
+
+def iter_onloaded(model: nn.Module, items: dict[str, Any], *, writeback: bool = True) -> Iterator[tuple[str, Any]]:
+    """``items`` (name -> target) in order, each target's module in memory while it is yielded
+    (consecutive targets of one module share one onload). No-op for a model in memory."""
+    if not is_offloaded(model):
+        yield from items.items()
+        return
+    with ExitStack() as stack:
+        current: nn.Module | None = None
+        for name, target in items.items():
+            owner = _owner(model, name)
+            if owner is not current:
+                stack.close()
+                stack.enter_context(onloaded(owner, root=model, writeback=writeback))
+                current = owner
+            yield name, target
+        stack.close()
+
+
+def named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter (tied ones once), an offloaded one read into memory for the time it is yielded."""
+    for name, p in model.named_parameters():
+        if p.device.type != "meta":
+            yield name, p
+            continue
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        hook = _offload_hook(owner)
+        if hook is None:
+            raise UnsupportedError(f"{name} is on the meta device with no offload hook: the model was not "
+                                   "loaded completely (reload it)")
+        yield name, hook.weights_map[attr]
+
+
+def shard_bytes(model: nn.Module) -> int:
+    """The shard size :func:`save_offloaded` writes: a quarter of the CPU memory the model was
+    allowed (``max_memory``), at least :data:`MIN_SHARD_BYTES`."""
+    store = getattr(model, STORE_ATTR, None)
+    cpu = store.max_memory.get("cpu") if store is not None else None
+    return max(MIN_SHARD_BYTES, cpu // 4) if cpu else DEFAULT_SHARD_BYTES
+
+
+def save_offloaded(bundle: Any, folder: Path) -> None:
+    """``save_pretrained`` shard by shard (each offloaded tensor read back from disk, the changed ones
+    from the store): at most one shard of :func:`shard_bytes` in memory."""
+    import warnings
+
+    model = bundle.model
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
+        model.save_pretrained(folder, max_shard_size=shard_bytes(model))
+
+
+def check_runs_offloaded(model: nn.Module, family: str, method: str, ok: bool) -> None:
+    """One-line refusal of a stage that cannot run on an offloaded model (before any work)."""
+    if ok or not is_offloaded(model):
+        return
+    raise UnsupportedError(f"{family} {method} cannot run on a model offloaded by --max-memory / --offload-folder: "
+                           "load it in memory (drop those flags), or prune it offloaded (magnitude, threshold, "
+                           "wanda, sparsegpt) and run this step on the output")
