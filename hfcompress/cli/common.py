@@ -39,8 +39,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model") -> None:
-    """MODEL (repo id or folder) and the loading flags."""
+def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model", offload: bool = True) -> None:
+    """MODEL (repo id or folder) and the loading flags (``offload``: also --max-memory / --offload-folder)."""
     p.add_argument(positional, help="Hub repo id (org/name) or local model folder")
     g = p.add_argument_group("loading")
     g.add_argument("--revision", help="branch, tag or commit of the Hub repo (default: main)")
@@ -48,15 +48,21 @@ def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model") -> 
                    help="dtype to load the weights in (default: auto, as saved)")
     g.add_argument("--device-map", default=None,
                    help="device map for from_pretrained (e.g. cpu, auto; default: none, all on CPU)")
+    if offload:
+        add_offload_args(g)
+    g.add_argument("--task", default=None, help="task / Auto class (default: detected from config.json)")
+    g.add_argument("--trust-remote-code", action="store_true", help="run code from the model repo (off by default)")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="accept pytorch_model.bin checkpoints (pickle; off by default)")
+
+
+def add_offload_args(g: Any) -> None:
+    """--max-memory / --offload-folder: models larger than memory, pruned block by block."""
     g.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE[,...]",
                    help="memory the weights may use per device, e.g. cpu=300MB (or 0=10GiB,cpu=2GB): the rest "
                         "is offloaded to disk and pruned block by block (docs/OFFLOAD.md; default: no limit)")
     g.add_argument("--offload-folder", default=None, metavar="DIR",
                    help="folder for the weights offloaded to disk (default: a temporary folder)")
-    g.add_argument("--task", default=None, help="task / Auto class (default: detected from config.json)")
-    g.add_argument("--trust-remote-code", action="store_true", help="run code from the model repo (off by default)")
-    g.add_argument("--allow-pickle", action="store_true",
-                   help="accept pytorch_model.bin checkpoints (pickle; off by default)")
 
 
 def add_progress_arg(p: argparse.ArgumentParser | Any) -> None:

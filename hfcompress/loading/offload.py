@@ -157,10 +157,8 @@ class OffloadStore:
     written: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def write(self, tensors: dict[str, torch.Tensor]) -> str:
-        from safetensors.torch import save_file
-
         path = self.folder / f"changed-{next(self.counter):05d}.safetensors"
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path))
+        _write_shard(path, nn.Module(), [(k, v.detach().to("cpu").contiguous()) for k, v in tensors.items()])
         for k in tensors:
             self.written[k] = (str(path), k)
         return str(path)
@@ -178,6 +176,7 @@ def attach_store(model: nn.Module, offload_folder: str | os.PathLike, *, owned: 
     folder = Path(tempfile.mkdtemp(prefix=f"hfcompress-changed-{os.getpid()}-", dir=base))
     store = OffloadStore(folder, base, owned, dict(max_memory or {}))
     object.__setattr__(model, STORE_ATTR, store)
+    use_read_into(model)
     weakref.finalize(model, _cleanup, str(folder), str(base), owned)
     return store
 
@@ -347,15 +346,163 @@ def shard_bytes(model: nn.Module) -> int:
     return max(MIN_SHARD_BYTES, cpu // 4) if cpu else DEFAULT_SHARD_BYTES
 
 
+# -- reading and writing offloaded tensors without a second copy ---------------------------------
+
+_HEADERS: dict[str, tuple[int, dict[str, Any]]] = {}
+
+
+def _header(path: str) -> tuple[int, dict[str, Any]]:
+    """(offset of the data, header) of a safetensors file, read once."""
+    if path not in _HEADERS:
+        import json
+        import struct
+
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            _HEADERS[path] = (8 + n, json.loads(f.read(n)))
+    return _HEADERS[path]
+
+
+def _bytes_of(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes, no copy (``t`` contiguous, on the CPU)."""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def read_safetensor(path: str, key: str) -> torch.Tensor:
+    """One tensor of a safetensors file read with ``readinto`` into a fresh tensor: unlike a memory
+    map (safetensors' ``get_tensor``), the file's pages are not added to this process's RSS."""
+    base, header = _header(path)
+    info = header[key]
+    dtype = _ST_DTYPES[info["dtype"]]
+    t = torch.empty(info["shape"], dtype=dtype)
+    a, b = info["data_offsets"]
+    with open(path, "rb", buffering=0) as f:
+        f.seek(base + a)
+        view, done = _bytes_of(t), 0
+        while done < b - a:
+            got = f.readinto(view[done:])
+            if not got:
+                raise UnsupportedError(f"{Path(path).name} ends inside tensor {key}: the file is truncated "
+                                       "(re-download the model)")
+            done += got
+    return t
+
+
+def _loader_class() -> type:
+    from accelerate.utils import OffloadedWeightsLoader
+
+    class ReadIntoWeightsLoader(OffloadedWeightsLoader):
+        """accelerate's loader, reading safetensors entries with :func:`read_safetensor`."""
+
+        def __getitem__(self, key: str) -> torch.Tensor:
+            info = self.index.get(key) if key not in self.state_dict else None
+            if not info or info.get("safetensors_file") is None:
+                return super().__getitem__(key)
+            t = read_safetensor(info["safetensors_file"], info.get("weight_name", key))
+            if "dtype" in info:
+                t = t.to(getattr(torch, info["dtype"]))
+            device = "cpu" if self.device is None else self.device
+            return t if t.device == torch.device(device) else t.to(device)
+
+    return ReadIntoWeightsLoader
+
+
+def use_read_into(model: nn.Module) -> None:
+    """Make the model's accelerate weights loaders read without memory maps (see :func:`read_safetensor`)."""
+    from accelerate.utils import OffloadedWeightsLoader, PrefixedDataset
+
+    cls = _loader_class()
+    for m in model.modules():
+        for h in _hooks(m):
+            wm = getattr(h, "weights_map", None)
+            if isinstance(wm, PrefixedDataset) and type(wm.dataset) is OffloadedWeightsLoader:
+                wm.dataset.__class__ = cls
+
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def _tensor(model: nn.Module, name: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` (a state-dict entry) in memory on the CPU, read back from the offload when it is meta."""
+    if t.device.type == "meta":
+        owner_name, _, attr = name.rpartition(".")
+        hook = _offload_hook(model.get_submodule(owner_name) if owner_name else model)
+        if hook is None:
+            raise UnsupportedError(f"{name} is on the meta device with no offload hook: reload the model")
+        t = hook.weights_map[attr]
+    return t.detach().to("cpu").contiguous()
+
+
+def _write_shard(path: Path, model: nn.Module, entries: list[tuple[str, torch.Tensor]]) -> None:
+    """One safetensors file written tensor by tensor: only one tensor in memory at a time."""
+    import json
+
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, t in entries:
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name, t in entries:
+            value = _tensor(model, name, t)
+            if value.dtype != t.dtype or tuple(value.shape) != tuple(t.shape):
+                raise UnsupportedError(f"offloaded {name} came back as {value.dtype} {tuple(value.shape)}, not "
+                                       f"{t.dtype} {tuple(t.shape)}: reload the model")
+            f.write(_bytes_of(value))
+            del value
+
+
 def save_offloaded(bundle: Any, folder: Path) -> None:
-    """``save_pretrained`` shard by shard (each offloaded tensor read back from disk, the changed ones
-    from the store): at most one shard of :func:`shard_bytes` in memory."""
+    """The model's weights written shard by shard (safetensors + index, as ``save_pretrained`` names
+    them), each tensor read back from the offload (the changed ones from the store) and written
+    before the next is read: one tensor in memory at a time. Config and generation config come
+    from ``save_pretrained``. A model whose weights transformers converts at load time (fused
+    experts, ...) is saved by ``save_pretrained`` itself, in shards of :func:`shard_bytes`."""
+    import json
     import warnings
 
-    model = bundle.model
+    from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+    model, folder = bundle.model, Path(folder)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
-        model.save_pretrained(folder, max_shard_size=shard_bytes(model))
+        if getattr(model, "_weight_conversions", None):
+            model.save_pretrained(folder, max_shard_size=shard_bytes(model))
+            return
+        model.save_pretrained(folder, state_dict={})  # config.json, generation_config.json, no weights
+    state = model.state_dict()
+    for key in getattr(model, "_keys_to_ignore_on_save", None) or ():
+        state.pop(key, None)
+    state = remove_tied_weights_from_state_dict(state, model)
+    limit = shard_bytes(model)
+    shards: list[list[tuple[str, torch.Tensor]]] = [[]]
+    size = 0
+    for name, t in state.items():
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, t))
+        size += n
+    total = len(shards)
+    names = ["model.safetensors"] if total == 1 else \
+        [f"model-{i + 1:05d}-of-{total:05d}.safetensors" for i in range(total)]
+    weight_map: dict[str, str] = {}
+    for fname, entries in zip(names, shards, strict=True):
+        _write_shard(folder / fname, model, entries)
+        weight_map.update({name: fname for name, _ in entries})
+    if total > 1:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def check_runs_offloaded(model: nn.Module, family: str, method: str, ok: bool) -> None:
