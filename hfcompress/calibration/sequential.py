@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
-from ..loading.offload import onloaded
+from ..loading.offload import embeddings_from_disk, onloaded
 from .blocks import BlockStack, block_index, find_block_stacks
 from .capture import first_tensor, hidden_of, merge_outputs, model_inputs, run_through_blocks, slice_call
 from .data import bound_heap, release_free_memory
@@ -119,7 +119,8 @@ class Sequential:
 
             self._bar = tqdm(total=sum(len(s) for s in stacks), desc="calibrating blocks", unit="block")
         try:
-            run_through_blocks(self.model, stacks, inputs, self._block)
+            with embeddings_from_disk(self.model):  # offloaded embeddings: only the rows the windows use
+                run_through_blocks(self.model, stacks, inputs, self._block)
         finally:
             if self._bar is not None:
                 self._bar.close()
