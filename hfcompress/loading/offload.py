@@ -14,8 +14,9 @@ place — or from ``offload_folder`` when a weight had to be converted). Then:
 * :func:`iter_onloaded` walks named targets, one owning module in memory at a time (data-free
   methods: magnitude, threshold).
 * :func:`named_tensors` yields every parameter materialized one at a time (sizes, sparsity).
-* :func:`save_offloaded` writes the model shard by shard with ``save_pretrained``: at most one
-  shard of :func:`shard_bytes` is in memory at once.
+* :func:`embeddings_from_disk` lets an offloaded embedding read only the rows a forward uses.
+* :func:`save_offloaded` writes the weights shard by shard (safetensors + index), one tensor in
+  memory at a time, stored tensors copied from their file in chunks.
 
 Every function is a no-op pass-through for a model that is not offloaded, on any device.
 """
