@@ -43,7 +43,15 @@ from .recipes import Recipe, dump_recipe
 from .registry import Method, get_method
 from .secrets import scrub
 from .sizes import count_parameters
-from .stage import PICKLE_SUFFIXES, StageContext, as_bundle, refuse_pickles, run_stage, save_bundle
+from .stage import (
+    PICKLE_SUFFIXES,
+    StageContext,
+    as_bundle,
+    check_offload,
+    refuse_pickles,
+    run_stage,
+    save_bundle,
+)
 
 # Re-exported: the stage contract lives in hfcompress.stage, size accounting in hfcompress.sizes.
 __all__ = ["PICKLE_SUFFIXES", "CompressResult", "StageContext", "as_bundle", "compress", "count_parameters",
@@ -171,6 +179,9 @@ def compress(
         # A Hub repo's folder is known only once loaded: only the containment part can fail here.
         check_output(output, source=bundle.path, overwrite=True)
 
+    for stage, method in resolved:  # an offloaded model (max_memory): every stage must run on it
+        check_offload(bundle, stage if isinstance(stage, method.config_cls)
+                      else method.config_cls.model_validate(stage.model_dump()))
     params_before = count_parameters(bundle.model)
     bytes_before = weight_bytes(bundle.path) if bundle.path is not None else None
     parent = parent_report(bundle)  # an earlier hfcompress output: its lineage continues here

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from .loading.offload import is_offloaded, named_tensors
+
 
 def flat_tensors(t: Any) -> list[torch.Tensor]:
     """The plain tensors that hold ``t``'s storage (tensor subclasses flattened, bnb state added)."""
@@ -124,7 +126,9 @@ def logical_parameters(model: Any) -> int:
 def count_parameters(model: Any) -> dict[str, int]:
     """``{"parameters", "nonzero_parameters"}``: logical weights and those not exactly zero."""
     total = nonzero = 0
-    for p in unique_parameters(model):
+    # offloaded weights (--max-memory) are read back one tensor at a time
+    params = (t for _, t in named_tensors(model)) if is_offloaded(model) else unique_parameters(model)
+    for p in params:
         n = logical_numel(p)
         total += n
         dense = dense_values(p)

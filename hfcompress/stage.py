@@ -175,10 +175,22 @@ def run_stage(bundle: ModelBundle, config: StageConfig, ctx: StageContext | None
     method = method or get_method(config.family, config.method)
     if not isinstance(config, method.config_cls):
         config = method.config_cls.model_validate(config.model_dump())
+    check_offload(bundle, config)
     if config.family not in READ_ONLY_FAMILIES:
         ctx.model_changing()
     with _announced(ctx, config):
         return _apply(bundle, config, ctx, method)
+
+
+def check_offload(bundle: ModelBundle, config: StageConfig) -> None:
+    """One-line refusal of a stage that cannot run on a model offloaded by ``max_memory`` (only the
+    configs whose ``runs_offloaded()`` says so run block by block on it)."""
+    if not getattr(bundle.model, "hf_device_map", None):  # loaded without a device map: nothing offloaded
+        return
+    from .loading.offload import check_runs_offloaded  # deferred: imports torch / accelerate
+
+    runs = getattr(config, "runs_offloaded", None)
+    check_runs_offloaded(bundle.model, config.family, config.method, bool(runs()) if callable(runs) else False)
 
 
 def _apply(bundle: ModelBundle, config: StageConfig, ctx: StageContext, method: Method) -> dict[str, Any]:

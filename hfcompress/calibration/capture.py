@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
+from ..loading.offload import execution_device
 from .blocks import BlockStack
 
 #: ``fn(global index, stack, index in stack, block, original forward, args, kwargs) -> output``
@@ -65,7 +66,7 @@ def model_inputs(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]
         inputs["decoder_input_ids"] = torch.cat([first, ids[:, :-1]], 1) if ids is not None else first
     if _accepts(model.forward, "use_cache"):
         inputs["use_cache"] = False
-    device = next(model.parameters()).device
+    device = execution_device(model)  # an offloaded model's first weights may be on "meta"
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedError
+from ..loading.offload import embeddings_from_disk, onloaded
 from .blocks import BlockStack, block_index, find_block_stacks
 from .capture import first_tensor, hidden_of, merge_outputs, model_inputs, run_through_blocks, slice_call
 from .data import bound_heap, release_free_memory
@@ -115,7 +116,8 @@ class Sequential:
 
             self._bar = tqdm(total=sum(len(s) for s in stacks), desc="calibrating blocks", unit="block")
         try:
-            run_through_blocks(self.model, stacks, inputs, self._block)
+            with embeddings_from_disk(self.model):  # offloaded embeddings: only the rows the windows use
+                run_through_blocks(self.model, stacks, inputs, self._block)
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -127,6 +129,13 @@ class Sequential:
     # -- one block ---------------------------------------------------------------------------
     def _block(self, g: int, stack: BlockStack, i: int, block: nn.Module, fwd: Callable[..., Any],
                args: tuple, kwargs: dict) -> Any:
+        # An offloaded block (--max-memory) is in memory only while it is calibrated; the weights
+        # changed in it go to the model's offload store, which the save reads (loading/offload.py).
+        with onloaded(block, root=self.model):
+            return self._calibrate_block(g, stack, i, block, fwd, args, kwargs)
+
+    def _calibrate_block(self, g: int, stack: BlockStack, i: int, block: nn.Module, fwd: Callable[..., Any],
+                         args: tuple, kwargs: dict) -> Any:
         hs = hidden_of(args, kwargs)
         si = next(k for k, s in enumerate(self._stacks) if s is stack)
         names = self._by_block.get((si, i), [])

@@ -39,8 +39,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model") -> None:
-    """MODEL (repo id or folder) and the loading flags."""
+def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model", offload: bool = True) -> None:
+    """MODEL (repo id or folder) and the loading flags (``offload``: also --max-memory / --offload-folder)."""
     p.add_argument(positional, help="Hub repo id (org/name) or local model folder")
     g = p.add_argument_group("loading")
     g.add_argument("--revision", help="branch, tag or commit of the Hub repo (default: main)")
@@ -48,10 +48,21 @@ def add_model_args(p: argparse.ArgumentParser, *, positional: str = "model") -> 
                    help="dtype to load the weights in (default: auto, as saved)")
     g.add_argument("--device-map", default=None,
                    help="device map for from_pretrained (e.g. cpu, auto; default: none, all on CPU)")
+    if offload:
+        add_offload_args(g)
     g.add_argument("--task", default=None, help="task / Auto class (default: detected from config.json)")
     g.add_argument("--trust-remote-code", action="store_true", help="run code from the model repo (off by default)")
     g.add_argument("--allow-pickle", action="store_true",
                    help="accept pytorch_model.bin checkpoints (pickle; off by default)")
+
+
+def add_offload_args(g: Any) -> None:
+    """--max-memory / --offload-folder: models larger than memory, pruned block by block."""
+    g.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE[,...]",
+                   help="memory the weights may use per device, e.g. cpu=300MB (or 0=10GiB,cpu=2GB): the rest "
+                        "is offloaded to disk and pruned block by block (docs/OFFLOAD.md; default: no limit)")
+    g.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="folder for the weights offloaded to disk (default: a temporary folder)")
 
 
 def add_progress_arg(p: argparse.ArgumentParser | Any) -> None:
@@ -112,9 +123,16 @@ def calibration_from_args(args: argparse.Namespace, base: CalibrationConfig | No
 
 
 def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"revision": args.revision, "dtype": args.dtype, "device_map": args.device_map,
-            "task": args.task, "trust_remote_code": args.trust_remote_code,
-            "allow_pickle": args.allow_pickle}
+    kwargs = {"revision": args.revision, "dtype": args.dtype, "device_map": args.device_map,
+              "task": args.task, "trust_remote_code": args.trust_remote_code,
+              "allow_pickle": args.allow_pickle}
+    if getattr(args, "max_memory", None) is not None:  # only where given (not every verb offers them)
+        from ..loading.offload import parse_max_memory  # deferred: imports torch
+
+        kwargs["max_memory"] = parse_max_memory(args.max_memory, "--max-memory")
+    if getattr(args, "offload_folder", None) is not None:
+        kwargs["offload_folder"] = args.offload_folder
+    return kwargs
 
 
 # ------------------------------------------------------------------ flags generated from the registry
@@ -159,8 +177,8 @@ def field_flag(name: str, annotation: Any, default: Any) -> tuple[str, dict[str,
 #: Fields every family handles itself (the method choice, the calibration group).
 _SKIP_FIELDS = {"method", "calibration"}
 #: Destinations of the shared model / output flags: no config field may take their names.
-_RESERVED = {"model", "revision", "dtype", "device_map", "task", "trust_remote_code", "allow_pickle", "output",
-             "overwrite", "push_to_hub", "private", "no_progress"}
+_RESERVED = {"model", "revision", "dtype", "device_map", "max_memory", "offload_folder", "task", "trust_remote_code",
+             "allow_pickle", "output", "overwrite", "push_to_hub", "private", "no_progress"}
 
 
 def add_method_args(p: argparse.ArgumentParser, family: str, *, title: str, method_help: str,

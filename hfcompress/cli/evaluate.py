@@ -63,7 +63,7 @@ def register(sub) -> None:
         description="Evaluate MODEL (and --baseline) on a Hub dataset and measure size / speed; write "
                     "report.json, report.md and PNG plots.", formatter_class=HelpFormatter,
     )
-    add_model_args(p)
+    add_model_args(p, offload=False)  # evaluation runs on models in memory
     p.add_argument("--baseline", metavar="BASE_MODEL", default=None,
                    help="a second model (repo id or folder) measured the same way, for comparison (default: none)")
     named = ", ".join(n for n in methods("evaluate") if n not in ("metric", "lm-eval"))

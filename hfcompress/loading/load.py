@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -320,6 +321,17 @@ class _HoldLoadReport(logging.Filter):
         return True
 
 
+class _Quiet(logging.Filter):
+    """Drops log records containing ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in str(record.msg)
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -346,6 +358,8 @@ def load(
     token: str | None = None,
     with_tokenizer: bool = True,
     allow_pickle: bool = False,
+    max_memory: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     **model_kwargs: Any,
 ) -> ModelBundle:
     """Load a model and its tokenizer / processor from a Hub repo id or a local folder.
@@ -358,6 +372,11 @@ def load(
         device_map: passed to ``from_pretrained`` (``"cpu"``, ``"auto"``, a dict, ...).
         trust_remote_code: run code from the repo; off unless asked.
         allow_pickle: also accept ``pytorch_model.bin`` checkpoints (off: safetensors only).
+        max_memory: memory allowed for the weights per device (``{"cpu": "300MB"}`` or
+            ``"cpu=300MB,0=10GiB"``); implies ``device_map="auto"``: what does not fit is offloaded to
+            disk and read back block by block (see :mod:`hfcompress.loading.offload`, docs/OFFLOAD.md).
+        offload_folder: where weights offloaded to disk go (default: a temporary folder); the source
+            folder is only read.
         model_kwargs: extra ``from_pretrained`` keyword arguments (e.g. ``quantization_config``).
     """
     import transformers
@@ -370,6 +389,16 @@ def load(
         raise UsageError(f"dtype {dtype!r} is not supported: use one of {', '.join(sorted(_DTYPES))}")
     if task is not None and task not in TASKS:
         raise UsageError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    offload: dict[str, Any] | None = None
+    if max_memory is not None or offload_folder is not None:
+        from .offload import offload_folder_for, parse_max_memory  # deferred: imports torch / accelerate
+
+        offload = {"max_memory": parse_max_memory(max_memory, "max_memory")}
+        if device_map is None:
+            device_map = "auto"
+        elif device_map in ("cpu", "cuda") or (isinstance(device_map, str) and device_map.startswith("cuda:")):
+            raise UsageError(f"device_map {device_map!r} puts the whole model on one device: max_memory / "
+                             "offload_folder need device_map 'auto' (the default with them)")
 
     folder, source = _resolve(name, revision, token)
     _read_config(folder)
@@ -393,12 +422,20 @@ def load(
     kwargs["dtype"] = dtype
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if offload is not None:
+        offload["owned"] = offload_folder is None
+        kwargs["offload_folder"] = offload["folder"] = offload_folder_for(offload_folder)
+        if offload["max_memory"] is not None:
+            kwargs["max_memory"] = offload["max_memory"]
     kwargs["use_safetensors"] = None if allow_pickle else True
     target = folder if source.repo_id is None else name
     hub_kwargs = {"revision": revision, "token": token} if source.repo_id else {}
     held = _HoldLoadReport()
     mu_logger = logging.getLogger("transformers.modeling_utils")
     mu_logger.addFilter(held)
+    quiet = _Quiet("parameters are on the meta device because they were offloaded")  # asked for: no warning
+    logging.getLogger("accelerate.big_modeling").addFilter(quiet)
+    model = None
     try:
         model = auto_cls.from_pretrained(target, trust_remote_code=trust_remote_code, **hub_kwargs, **kwargs)
     except ValueError as exc:
@@ -424,11 +461,29 @@ def load(
         raise ModelLoadError(f"cannot load weights of {name}: {type(exc).__name__}: {msg[:300]}") from None
     finally:
         mu_logger.removeFilter(held)
+        logging.getLogger("accelerate.big_modeling").removeFilter(quiet)
+        if offload is not None and offload["owned"] and model is None:
+            shutil.rmtree(offload["folder"], ignore_errors=True)
     for record in held.held:  # a load that worked: its report (missing / unexpected keys) is shown
         mu_logger.handle(record)
     model.eval()
+    saver = _offloaded(model, offload)
     tokenizer = _load_processor(target, task, trust_remote_code, hub_kwargs, folder) if with_tokenizer else None
-    return ModelBundle(model=model, tokenizer=tokenizer, task=task, source=source, path=folder)
+    return ModelBundle(model=model, tokenizer=tokenizer, task=task, source=source, path=folder, saver=saver)
+
+
+def _offloaded(model: Any, offload: dict[str, Any] | None) -> Callable[[ModelBundle, Path], None] | None:
+    """For a model loaded with offloaded weights: its offload store and the shard-by-shard saver."""
+    if offload is None:
+        return None
+    from .offload import attach_store, is_offloaded, save_offloaded  # deferred: imports torch / accelerate
+
+    if not is_offloaded(model):  # everything fitted in memory
+        if offload["owned"]:
+            shutil.rmtree(offload["folder"], ignore_errors=True)
+        return None
+    attach_store(model, offload["folder"], owned=offload["owned"], max_memory=offload["max_memory"])
+    return save_offloaded
 
 
 def _load_processor(target: Any, task: str, trust_remote_code: bool, hub_kwargs: dict,

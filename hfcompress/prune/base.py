@@ -60,6 +60,8 @@ class PruneConfig(StageConfig):
     supports_pattern: ClassVar[bool] = False
     supports_structured: ClassVar[bool] = False
     supports_calibration_dtype: ClassVar[bool] = False
+    #: methods that prune a model offloaded with --max-memory block by block (set by subclasses)
+    supports_offload: ClassVar[bool] = False
 
     sparsity: float | None = Field(0.5, ge=0.0, lt=1.0,
                                    description="fraction of zeros (or of removed units with `structured`)")
@@ -159,6 +161,10 @@ class PruneConfig(StageConfig):
                 raise ValueError("sparse_format applies to unstructured / N:M sparsity; a structured prune "
                                  "already writes a smaller dense model")
         return self
+
+    def runs_offloaded(self) -> bool:
+        """Whether this stage runs on an offloaded model (unstructured / N:M, dense output)."""
+        return self.supports_offload and self.structured is None and self.format == "dense"
 
     # -- helpers used by the methods ------------------------------------------------------
     def nm(self) -> tuple[int, int] | None:

@@ -34,6 +34,7 @@ from ..calibration import (
 )
 from ..calibration import block_index as _stack_block_index
 from ..errors import UsageError
+from ..loading.offload import iter_onloaded
 from .masks import global_threshold, lowest_k_mask, prune_mask, zero_
 from .owl import owl_block_sparsities
 
@@ -115,7 +116,7 @@ def calibration_ids(bundle: Any, cal: Any) -> torch.Tensor | dict[str, torch.Ten
 
 def finish_unstructured(bundle: Any, cfg: Any, linears: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Summary for the report; installs the sparse saver when asked."""
-    summary = {**sparsity_summary(linears), **extra}
+    summary = {**sparsity_summary(linears, bundle.model), **extra}
     if cfg.pattern:
         summary["pattern"] = cfg.pattern
     if getattr(cfg, "calibration_dtype", None):
@@ -133,9 +134,11 @@ def finish_unstructured(bundle: Any, cfg: Any, linears: dict[str, Any], extra: d
     return summary
 
 
-def sparsity_summary(linears: dict[str, Any]) -> dict[str, Any]:
+def sparsity_summary(linears: dict[str, Any], model: Any = None) -> dict[str, Any]:
+    """Exact sparsity over the targets (an offloaded ``model``'s read back one module at a time)."""
     total = zeros = 0
-    for lin in linears.values():
+    items = iter_onloaded(model, linears, writeback=False) if model is not None else linears.items()
+    for _, lin in items:
         w = lin.weight
         zeros += int((w == 0).sum())
         total += w.numel()

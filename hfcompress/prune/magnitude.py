@@ -17,6 +17,7 @@ from pydantic import Field
 
 from ..errors import UsageError
 from ..loading import ModelBundle
+from ..loading.offload import is_offloaded, iter_onloaded
 from ..registry import register
 from ..stage import StageContext
 from .base import PruneConfig
@@ -40,6 +41,7 @@ class MagnitudeConfig(PruneConfig):
 
     supports_pattern = True
     supports_structured = True
+    supports_offload = True
     method: Literal["magnitude"] = "magnitude"
     scope: Literal["layer", "row", "global"] = Field(
         "layer", description="where the count of zeros is exact: per matrix, per output row, or one global "
@@ -64,11 +66,14 @@ def apply_magnitude(bundle: ModelBundle, cfg: MagnitudeConfig, ctx: StageContext
     if cfg.scope == "global" and nm is None:
         if cfg.overrides:
             raise UsageError("overrides do not apply to scope=global: use scope=layer")
+        if is_offloaded(model):
+            raise UsageError("scope=global needs every weight in memory at once, and this model is offloaded "
+                             "(--max-memory): use --scope layer or row")
         t = global_threshold([lin.weight.detach().abs() for lin in linears.values()], s)
         for lin in linears.values():
             zero_(lin.weight, lin.weight.abs() < t)
         return finish_unstructured(bundle, cfg, linears, {"scope": "global", "threshold": t})
-    for name, lin in linears.items():
+    for name, lin in iter_onloaded(model, linears):  # offloaded: one module in memory at a time
         sp = sparsity_for(name, s, cfg.overrides)
         mask = prune_mask(lin.weight.detach().abs().float(), sp, nm, per=cfg.scope)
         zero_(lin.weight, mask)

@@ -29,6 +29,7 @@ class SparseGPTConfig(PruneConfig):
 
     supports_pattern = True
     supports_calibration_dtype = True
+    supports_offload = True
     method: Literal["sparsegpt"] = "sparsegpt"
     percdamp: float = Field(0.01, gt=0.0, lt=1.0, description="damping, fraction of mean(diag H)")
     blocksize: int = Field(128, ge=1, le=4096)

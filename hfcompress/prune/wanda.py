@@ -30,6 +30,7 @@ class WandaConfig(PruneConfig):
     supports_pattern = True
     supports_calibration_dtype = True
     supports_structured = True
+    supports_offload = True
     method: Literal["wanda"] = "wanda"
     owl: bool = Field(False, description="OWL outlier-weighted layer-wise sparsity")
     owl_lambda: float = Field(0.08, ge=0.0, lt=0.5)
