@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import hfcompress
+from hfcompress.cards import build_card
 from hfcompress.errors import UsageError
 from hfcompress.recipes import load_recipe
 from hfcompress.search import SearchConfig, search
@@ -86,6 +87,9 @@ def test_budget_exact_and_recipe_reproduces(tiny, tmp_path, method):
     for f in ("recipe.yaml", "search_report.json", "search_report.md", "search_curve.png", "README.md"):
         assert (tmp_path / "out" / f).is_file()
     assert "Searched compression profile" in (tmp_path / "out" / "README.md").read_text()
+    # the section lives in hfcompress.json: a re-render (as push does) keeps it, once
+    card = str(build_card(tmp_path / "out", repo_id="me/searched"))
+    assert card.count("## Searched compression profile") == 1 and "KL to the dense model" in card
     # the written recipe, run by compress on the source model, gives the same weights bit for bit
     recipe = load_recipe(tmp_path / "out" / "recipe.yaml")
     assert recipe.stages[0].dense_inputs and len(recipe.stages[0].overrides) == 21

@@ -235,7 +235,19 @@ def build_card(folder: str | os.PathLike, repo_id: str | None = None, name: str 
         loads_with=fmt.get("loads_with"), loads_pip=fmt.get("pip"), format_name=fmt.get("name"),
         repo_id=repo_id,
         limitations=limitations or ["None recorded beyond the figures above."],
+        card_sections=_card_sections(report),
     )
+
+
+def _card_sections(report: dict[str, Any]) -> list[dict[str, str]]:
+    """Sections a tool recorded in ``hfcompress.json`` (``card_sections``: title + markdown body, e.g.
+    ``hfcompress search``'s searched profile): kept in the lineage record, so every re-render (a push)
+    shows them again."""
+    out = []
+    for s in report.get("card_sections") or []:
+        if isinstance(s, dict) and isinstance(s.get("title"), str) and isinstance(s.get("body"), str):
+            out.append({"title": s["title"].strip(), "body": s["body"].strip()})
+    return out
 
 
 #: A line every card rendered from the template has (a README.md without it is the user's own).

@@ -127,21 +127,33 @@ def plots(report: dict[str, Any], folder: Path) -> list[str]:
     return written
 
 
+SECTION_TITLE = "Searched compression profile"
+
+
 def card_section(report: dict[str, Any]) -> str:
+    """The card section's markdown body (its title is :data:`SECTION_TITLE`)."""
     cal, fit = report["calibration"], report["fitness"]
     rows = "\n".join(f"| {r['name']} | {r['kl']:.5f} |" for r in report["comparison"])
-    return (f"\n## Searched compression profile\n\n"
-            f"The per-{'layer sparsity' if report['kind'] == 'sparsity' else 'block keep / drop'} profile of this "
+    return (f"The per-{'layer sparsity' if report['kind'] == 'sparsity' else 'block keep / drop'} profile of this "
             f"model was **searched** by `hfcompress search` (EvoPress-style evolutionary search, "
             f"{report['search']['generations']} generations) for the budget `{report['budget']}` with "
             f"`{report['method']}` levels, met exactly. Candidates were scored by their {fit['metric']} on "
             f"`{_public(cal['dataset'])}` text (the calibration data; never the evaluation text), "
             f"{fit['tokens_scored'][-1]} tokens in the last selection step. Against the alternatives at the same "
             f"budget:\n\n| profile | KL to the dense model |\n|---|---:|\n{rows}\n\n"
-            f"`recipe.yaml` holds the searched profile; `{REPORT_MD}` the search curve and per-layer levels.\n")
+            f"`recipe.yaml` holds the searched profile; `{REPORT_MD}` the search curve and per-layer levels.")
 
 
-def append_card(folder: Path, report: dict[str, Any]) -> None:
-    card = folder / CARD
-    if card.is_file():
-        card.write_text(card.read_text().rstrip("\n") + "\n" + card_section(report))
+def append_card(folder: Path, report: dict[str, Any], name: str | None = None) -> None:
+    """Record the section in the folder's ``hfcompress.json`` (``card_sections``) and re-render the card:
+    the section lives in the lineage record, so a push (which re-renders the card) keeps it."""
+    from ..cards import write_card
+    from ..io import REPORT_NAME, read_report, write_json
+
+    lineage = read_report(folder)
+    if lineage is None:
+        return
+    sections = [s for s in lineage.get("card_sections") or [] if s.get("title") != SECTION_TITLE]
+    lineage["card_sections"] = [*sections, {"title": SECTION_TITLE, "body": card_section(report)}]
+    write_json(folder / REPORT_NAME, lineage)
+    write_card(folder, name=name)

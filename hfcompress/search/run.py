@@ -345,7 +345,7 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
         write_json(tmp / _report.REPORT_JSON, report)
         (tmp / _report.REPORT_MD).write_text(_report.markdown(report))
         _report.plots(report, tmp)
-        _report.append_card(tmp, report)
+        _report.append_card(tmp, report, name=Path(output).name)
     return SearchResult(bundle=final, report=report, recipe=recipe, output=Path(output).resolve())
 
 
