@@ -360,6 +360,8 @@ def convert_ct2_whisper(src: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dest)
     tok = whisper_tokenizer(src / "tokenizer.json", config.vocab_size, dest)
-    fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    # Whisper's encoder takes 2 × max_source_positions frames of 10 ms: 1500 positions = 30 s chunks.
+    chunk = max(1, config.max_source_positions // 50)
+    fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=chunk)
     WhisperProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(dest)
     return dest
