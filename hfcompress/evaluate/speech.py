@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..audio import decode_audio_rate, resample
 from ..data import load_split
 from ..errors import UsageError
 from ..registry import register
@@ -63,7 +64,6 @@ class SpeechData:
 
 def prepare_speech(cfg: WERConfig) -> SpeechData:
     """Load and check the split (columns, emptiness, transcripts) and decode the audio; no model."""
-    from ..audio import decode_audio_rate, resample
 
     where = f"dataset {cfg.dataset} ({cfg.split})"
     ds = load_split(cfg.dataset, cfg.config, cfg.split, cfg.revision)
@@ -105,7 +105,6 @@ def check_speech(cfg: WERConfig, data: SpeechData, model_config: Any, task: str)
 
 
 def _features(processor: Any, audio: list[Any], rate: int, device: Any, dtype: Any) -> Any:
-    from ..audio import resample
 
     fe = getattr(processor, "feature_extractor", processor)
     target = int(getattr(fe, "sampling_rate", rate))
