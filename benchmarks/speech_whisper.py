@@ -93,6 +93,8 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=100)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--ct2-clips", type=int, default=10)
+    p.add_argument("--untrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score an untrained Whisper of the same shape (once)")
     args = p.parse_args()
     torch.set_num_threads(2)
     from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -107,13 +109,13 @@ def main() -> int:
     data = str(ensure_asset(SPEECH_DATASET))
     path = RESULTS / "speech_whisper.json"
     rows = json.loads(path.read_text()) if path.exists() else {}
-    rows["setup"] = {"model": WHISPER, "dataset": f"{SPEECH_DATASET} (test: voices unseen in train)",
-                     "clips": args.clips, "decoding": "greedy, max 128 new tokens",
+    rows["setup"] = {"model": WHISPER, "dataset": f"{SPEECH_DATASET} (test: voices unseen in train)", "decoding": "greedy, max 128 new tokens",
                      "normalizer": "Whisper English normalizer (transformers EnglishTextNormalizer + "
                                    "whisper-normalizer's english.json spelling map)", "threads": 2}
-    for method in args.methods.split(","):
+    for method in filter(None, args.methods.split(",")):
         bundle = hfcompress.load(model, dtype="float32")
         row: dict = {"method": method}
+        key = method if args.clips == 100 else f"{method}@{args.clips}"
         with tempfile.TemporaryDirectory() as work:
             if method != "fp32":
                 cls = get_method("quantize", method).config_cls
@@ -126,10 +128,11 @@ def main() -> int:
             row["disk_bytes"] = sum(safetensors_sizes(out).values())
             row["memory_bytes"] = memory_bytes(bundle.model)
             row.update(wer_of(bundle, data, args.clips, latency_clips=5))
-        rows[method] = row
+        rows = json.loads(path.read_text()) if path.exists() else rows  # parallel runs add their rows
+        rows[key] = row
         print(json.dumps(row), flush=True)
         write(rows)
-    if "untrained" not in rows:
+    if args.untrained and "untrained" not in rows:
         torch.manual_seed(0)
         cfg = WhisperConfig.from_pretrained(model)
         bundle = hfcompress.load(model, dtype="float32")
@@ -158,16 +161,21 @@ def write(rows: dict) -> None:
              f"{setup.get('normalizer')}. Latency: batch 1, median of 5 clips, measured under load.", "",
              "| model | clips | WER | CER | disk MB | memory MB | encoder ms | generate ms | RTF |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for key in (*METHODS, "untrained"):
-        r = rows.get(key)
-        if not r:
+    for r in rows.values():
+        if not isinstance(r, dict) or "wer" not in r:
             continue
         lines.append(f"| {r['method']} | {r['clips']} | {r['wer']:.4f} | {r['cer']:.4f} | {_mb(r.get('disk_bytes'))} | "
                      f"{_mb(r.get('memory_bytes'))} | {r.get('encoder_latency_ms', '')} | "
                      f"{r.get('generate_latency_ms', '')} | {r['real_time_factor']} |")
-    fp, i8 = rows.get("fp32"), rows.get("bnb-int8")
-    if fp and i8:
-        lines += ["", f"int8 − fp32: {100 * (i8['wer'] - fp['wer']):+.2f} WER points."]
+    lines.append("")
+    for suffix in sorted({k.partition("@")[2] for k in rows}):
+        at = f"@{suffix}" if suffix else ""
+        fp = rows.get(f"fp32{at}")
+        for m in ("bnb-int8", "bnb-nf4"):
+            q = rows.get(f"{m}{at}")
+            if fp and q and "wer" in fp and "wer" in q:
+                lines.append(f"{m} − fp32 on the same {fp['clips']} clips: {100 * (q['wer'] - fp['wer']):+.2f} "
+                             "WER points.")
     ct = rows.get("ctranslate2")
     if ct:
         lines += [""]
