@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The speech dataset needs espeak-ng (Debian: apt-get install -y espeak-ng; .ci/run installs it).
 assets: install
 	$(VENV)/bin/hfcompress assets
 

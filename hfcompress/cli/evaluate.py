@@ -7,6 +7,8 @@ Examples::
         --metric perplexity --metric efficiency --max-tokens 16384 --output eval/report.json
     hfcompress evaluate my-classifier --dataset fixtures/movie-review-snippets --split validation \\
         --text-column sentence --metric accuracy --metric f1
+    hfcompress evaluate openai/whisper-tiny.en --dataset fixtures/espeak-sentences --metric wer
+    hfcompress evaluate fixtures/vit-digits --dataset fixtures/digits --split test --metric accuracy
 
 Writes ``report.json`` plus ``report.md`` and ``report_eval_*.png`` beside it (each atomically)
 and prints the Markdown table. Datasets are checked before any model is loaded.
@@ -32,7 +34,7 @@ _FIELD_OF = {"dataset_config": "config", "dataset_revision": "revision", "gen_to
              "no_generate": "generate"}
 #: Flags that set evaluation config fields (checked against the chosen metrics' configs).
 METRIC_FLAGS = ("dataset", "dataset_config", "split", "dataset_revision", "text_column", "text_pair_column",
-                "label_column", "max_samples", "hub_metrics", "max_tokens", "seq_len", "stride", "add_bos",
+                "image_column", "audio_column", "normalizer", "max_new_tokens", "num_beams", "label_column", "max_samples", "hub_metrics", "max_tokens", "seq_len", "stride", "add_bos",
                 "batch_size", "latency_batch_size", "latency_seq_len", "runs", "warmup", "gen_tokens",
                 "no_generate", "peak_rss")
 
@@ -70,7 +72,8 @@ def register(sub) -> None:
     p.add_argument("--metric", action="append", default=None, metavar="METRIC",
                    help=f"{named}, or any evaluate metric module (a shipped "
                         "name, a local path, or a Hub metric with --hub-metrics); repeat for several "
-                        "(default: perplexity + efficiency for causal LMs, accuracy + efficiency otherwise)")
+                        "(default: perplexity + efficiency for causal LMs, accuracy + efficiency for "
+                        "classifiers, wer + efficiency for speech recognition, efficiency otherwise)")
     d = p.add_argument_group("dataset")
     d.add_argument("--dataset", default=None,
                    help=f"Hub dataset repo id or local dataset folder (default: {_defaults('dataset')})")
@@ -80,11 +83,20 @@ def register(sub) -> None:
     d.add_argument("--dataset-revision", default=None, help="branch, tag or commit of the dataset (default: main)")
     d.add_argument("--text-column", default=None, help="text column (default: text)")
     d.add_argument("--text-pair-column", default=None, help="second text column (sentence pairs; default: none)")
+    d.add_argument("--image-column", default=None,
+                   help="image column of an image-classification dataset (default: its Image column)")
+    d.add_argument("--audio-column", default=None, help="audio column of a speech dataset (default: audio)")
     d.add_argument("--label-column", default=None, help=f"label column (default: {_defaults('label_column')})")
     d.add_argument("--max-samples", type=int, default=None,
                    help="classification: evaluate N rows only (default: all)")
     d.add_argument("--hub-metrics", action="store_true", default=None,
                    help="load metric modules from the Hub instead of the copies shipped with hfcompress")
+    w = p.add_argument_group("speech recognition (wer)")
+    w.add_argument("--normalizer", choices=["english", "basic", "none"], default=None,
+                   help="text normalizer before WER/CER (default: english, Whisper's English normalizer)")
+    w.add_argument("--max-new-tokens", type=int, default=None,
+                   help=f"tokens generated per clip at most (default: {_defaults('max_new_tokens')})")
+    w.add_argument("--num-beams", type=int, default=None, help="beam search width (default: 1, greedy)")
     q = p.add_argument_group("perplexity")
     q.add_argument("--max-tokens", type=int, default=None,
                    help=f"score the first N tokens (0: all; default: {_defaults('max_tokens')})")
@@ -126,13 +138,17 @@ def _value(dest: str, value: Any) -> Any:
     return value
 
 
+#: The metrics ``evaluate`` runs without --metric, by model task (others: efficiency only).
+DEFAULT_METRICS = {"causal-lm": ["perplexity", "efficiency"], "sequence-classification": ["accuracy", "efficiency"],
+                   "image-classification": ["accuracy", "efficiency"], "speech-seq2seq": ["wer", "efficiency"]}
+
+
 def configs_from_args(args: argparse.Namespace, task: str | None) -> list[Any]:
     """Evaluation configs from the CLI flags (pydantic validates the values).
 
     A flag that sets a field none of the chosen metrics has is refused (never ignored).
     """
-    metrics = list(dict.fromkeys(args.metric or (["perplexity", "efficiency"] if task == "causal-lm"
-                                                 else ["accuracy", "efficiency"])))
+    metrics = list(dict.fromkeys(args.metric or DEFAULT_METRICS.get(task or "", ["efficiency"])))
     given = {dest: getattr(args, dest) for dest in METRIC_FLAGS if getattr(args, dest, None) is not None}
     classes = {m: _metric_cls(m) for m in metrics}
     for dest in given:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputError, UsageError
+from ..errors import HFCompressError, OutputError, UsageError
 from ..loading import ModelBundle, detect_task, load
 from ..loading.load import _resolve
 from ..registry import get_method, register_method
@@ -44,6 +44,24 @@ class MethodSpec:
     #: Whether ``measure`` reads the model from a folder (bytes on disk, a fresh-process probe):
     #: in a recipe it then gets the stages' shared saved copy instead of saving its own.
     needs_folder: Callable[[Any], bool] | None = None
+    #: Tasks the method can score (None: any); checked before the dataset is loaded.
+    tasks: tuple[str, ...] | None = None
+
+
+#: What to measure instead, by model task, when a metric does not fit the model.
+_TASK_HINTS = {"speech-seq2seq": "use --metric wer (word error rate) with an audio dataset",
+               "image-classification": "use --metric accuracy or f1 with an image dataset",
+               "sequence-classification": "use --metric accuracy or f1 with a labelled text dataset",
+               "causal-lm": "use --metric perplexity"}
+
+
+def check_task(config: EvaluateConfig, task: str | None) -> None:
+    """A one-line error when ``config``'s method cannot score a ``task`` model (before any data loads)."""
+    tasks = spec_for(config).tasks
+    if not task or tasks is None or task in tasks:
+        return
+    hint = _TASK_HINTS.get(task, "use --metric efficiency (size, latency, memory)")
+    raise UsageError(f"--metric {config.method} scores {' / '.join(tasks)} models, and this model is {task!r}: {hint}")
 
 
 def register_eval_method(name: str, config_cls: type[EvaluateConfig], spec: MethodSpec) -> None:
@@ -61,6 +79,7 @@ def spec_for(config: EvaluateConfig) -> MethodSpec:
 def apply_stage(bundle: ModelBundle, config: EvaluateConfig, ctx: StageContext) -> dict[str, Any]:
     """The recipe stage: evaluate the compressed model (and the source with ``baseline``)."""
     spec = spec_for(config)
+    check_task(config, bundle.task)
     prepared = spec.prepare(config)
     spec.check(config, prepared, bundle.model.config, bundle.task)
     work = ctx.work_dir
@@ -190,10 +209,17 @@ def evaluate(
     load_kwargs = {k: v for k, v in (load_kwargs or {}).items() if v is not None}
     configs = _as_configs(metrics)
     out_path = _check_output(output, overwrite) if output is not None else None
-    # 1. datasets and metric modules.
+    # 1. datasets and metric modules; a metric that cannot score this kind of model fails first
+    #    (when the model's config can be read; a model that cannot is reported after the datasets).
+    try:
+        peeked: tuple[Any, str, str | None] | None = _peek(model, load_kwargs)
+    except HFCompressError:
+        peeked = None
+    for c in configs:
+        check_task(c, peeked[1] if peeked else None)
     prepared = [spec_for(c).prepare(c) for c in configs]
     # 2. model configs (no weights).
-    model_cfg, task, name = _peek(model, load_kwargs)
+    model_cfg, task, name = peeked if peeked is not None else _peek(model, load_kwargs)
     want_baseline = baseline is not None or any(c.baseline for c in configs)
     base_cfg = base_task = base_name = None
     if baseline is not None:

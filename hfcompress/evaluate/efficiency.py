@@ -104,7 +104,8 @@ def measure_efficiency(bundle: Any, config: EfficiencyConfig, *, model_label: st
             except Exception as exc:  # noqa: BLE001 - a figure we cannot get is reported, not fatal
                 notes["disk_error"] = " ".join(str(exc).split())[:300]
         disk = weight_bytes(folder) if folder is not None else None
-        is_text = bundle.task in _TEXT_TASKS and getattr(model.config, "vocab_size", None)
+        is_text = (bundle.task in _TEXT_TASKS and getattr(model.config, "vocab_size", None)) \
+            or bundle.task in ("image-classification", "speech-seq2seq")  # random images / features
         latency = gen = rss = None
         if is_text:
             note(f"latency: {config.warmup} warm-up + {config.runs} runs of batch {config.latency_batch_size} x "
@@ -116,7 +117,7 @@ def measure_efficiency(bundle: Any, config: EfficiencyConfig, *, model_label: st
                 gen =  measure_generation(model, config.gen_prompt_tokens, config.gen_new_tokens,
                                          config.gen_runs)
         else:
-            notes["latency"] = f"not measured for task {bundle.task!r} (text models only)"
+            notes["latency"] = f"not measured for task {bundle.task!r} (text, image and speech models only)"
         if config.peak_rss == "subprocess" and folder is not None:
             note("peak memory: loading the model in a fresh process")
             rss = peak_rss_subprocess(folder, bundle.task, _dtype_name(model),

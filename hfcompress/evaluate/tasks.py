@@ -1,5 +1,7 @@
 """Task metrics through the ``evaluate`` library: accuracy / F1 / any metric module for
-sequence classification on a Hub dataset (text and label columns selectable).
+sequence classification and image classification on a Hub dataset (text or image and label
+columns selectable; an image column is used when the dataset has no text column and one of its
+columns is a ``datasets.Image``, or when ``image_column`` names it).
 
 The dataset is checked before any model work: columns exist, the split is not empty,
 every row is labelled (no ``-1`` / missing labels), and its label names match the
@@ -38,6 +40,8 @@ class ClassificationEvalConfig(DatasetEvalConfig):
 
     text_column: str = "text"
     text_pair_column: str | None = None
+    image_column: str | None = Field(None, description="image column (image classifiers; default: the "
+                                                       "dataset's Image column when it has no text column)")
     label_column: str = "label"
     max_samples: int | None = Field(None, ge=1, description="evaluate the first N rows only")
     batch_size: int = Field(32, ge=1, le=4096)
@@ -97,12 +101,25 @@ def load_metric(name: str, *, hub: bool = False) -> Any:
 # ------------------------------------------------------------------ dataset checks
 @dataclass
 class ClassificationData:
-    texts: list[str]
+    texts: list[Any]  # strings, or PIL images when `images`
     pairs: list[str] | None
     labels: list[Any]
     label_names: list[str] | None  # dataset class names (ClassLabel or string labels)
     metric: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
+    images: bool = False
+
+
+def _image_column(cfg: ClassificationEvalConfig, ds: Any) -> str | None:
+    """The image column to classify, or None for text."""
+    from datasets import Image
+
+    if cfg.image_column is not None:
+        return cfg.image_column
+    if cfg.text_column in ds.column_names:
+        return None
+    found = [c for c, f in ds.features.items() if isinstance(f, Image)]
+    return found[0] if found else None
 
 
 def prepare_classification(cfg: ClassificationEvalConfig) -> ClassificationData:
@@ -111,7 +128,11 @@ def prepare_classification(cfg: ClassificationEvalConfig) -> ClassificationData:
     where = f"dataset {cfg.dataset} ({cfg.split})"
     ds = load_split(cfg.dataset, cfg.config, cfg.split, cfg.revision)
     cols = ds.column_names
-    for role, col in (("text", cfg.text_column), ("text pair", cfg.text_pair_column)):
+    image_col = _image_column(cfg, ds)
+    if image_col is not None and image_col not in cols:
+        raise UsageError(f"{where} has no image column {image_col!r}: available columns are "
+                         f"{', '.join(cols)} (pass --image-column)")
+    for role, col in (("text", None if image_col else cfg.text_column), ("text pair", cfg.text_pair_column)):
         if col is not None and col not in cols:
             flag = "--text-column" if role == "text" else "text_pair_column"
             raise UsageError(f"{where} has no {role} column {col!r}: available columns are "
@@ -138,12 +159,21 @@ def prepare_classification(cfg: ClassificationEvalConfig) -> ClassificationData:
                          "strings): pass the right --label-column")
     else:
         labels = [int(x) for x in labels]
-    texts = ds[cfg.text_column]
-    bad = sum(1 for t in texts if not isinstance(t, str))
-    if bad:
-        raise UsageError(f"{where}: {bad} rows of column {cfg.text_column!r} are not text: pass --text-column")
+    if image_col is not None:
+        texts = ds[image_col]
+        bad = sum(1 for t in texts if not hasattr(t, "convert"))
+        if bad:
+            raise UsageError(f"{where}: {bad} rows of column {image_col!r} are not images: pass --image-column")
+    else:
+        texts = ds[cfg.text_column]
+        bad = sum(1 for t in texts if not isinstance(t, str))
+        if bad:
+            raise UsageError(f"{where}: {bad} rows of column {cfg.text_column!r} are not text: pass --text-column")
     pairs = ds[cfg.text_pair_column] if cfg.text_pair_column else None
-    data = ClassificationData(texts=list(texts), pairs=pairs, labels=labels, label_names=names)
+    data = ClassificationData(texts=list(texts), pairs=pairs, labels=labels, label_names=names,
+                              images=image_col is not None)
+    if image_col is not None:
+        data.notes["image_column"] = image_col
     if isinstance(cfg, AccuracyConfig):
         data.metric = load_metric("accuracy", hub=cfg.hub_metrics)
     elif isinstance(cfg, F1Config):
@@ -162,9 +192,11 @@ def bind_labels(cfg: ClassificationEvalConfig, data: ClassificationData, model_c
     * Model without label names: dataset class ``i`` is model class ``i``; it must exist.
     * Plain integer labels: class ``i`` is model class ``i`` (names cannot be checked: noted).
     """
-    if task != "sequence-classification":
-        raise UnsupportedError(f"{cfg.method} evaluates sequence-classification models; this model is "
-                               f"{task!r}: use --metric perplexity for causal LMs")
+    wanted = "image-classification" if data.images else "sequence-classification"
+    if task != wanted:
+        kind = "an image" if data.images else "a text"
+        raise UnsupportedError(f"dataset {cfg.dataset} is {kind} classification set, so {cfg.method} needs a "
+                               f"{wanted} model; this model is {task!r}: use a matching dataset or model")
     id2label = {int(k): str(v) for k, v in (getattr(model_config, "id2label", None) or {}).items()}
     num_labels = len(id2label) or int(getattr(model_config, "num_labels", 0) or 0)
     model_names = [id2label.get(i, f"LABEL_{i}") for i in range(num_labels)]
@@ -200,8 +232,11 @@ def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: Classifica
 
     tok = bundle.tokenizer
     if tok is None:
-        raise UsageError("classification metrics need the model's tokenizer, and this model has none")
+        what = "image processor" if data.images else "tokenizer"
+        raise UsageError(f"classification metrics need the model's {what}, and this model has none")
     model = bundle.model
+    if data.images:
+        return _predict_images(model, tok, cfg, data, progress)
     device = next(model.parameters()).device
     max_length = effective_max_length(cfg, model.config)
     preds: list[int] = []
@@ -217,6 +252,28 @@ def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: Classifica
             enc = tok(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             logits = model(**enc).logits
+            preds.extend(int(x) for x in logits.argmax(-1).tolist())
+    return preds
+
+
+def _predict_images(model: Any, processor: Any, cfg: ClassificationEvalConfig, data: ClassificationData,
+                    progress: bool) -> list[int]:
+    """Argmax class ids of an image classifier over the dataset images (batched)."""
+    import torch
+
+    param = next(model.parameters())
+    dtype = param.dtype if param.dtype.is_floating_point else torch.float32
+    preds: list[int] = []
+    steps = range(0, len(data.texts), cfg.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=cfg.method, unit="batch")
+    with torch.inference_mode():
+        for i in steps:
+            images = [im.convert("RGB") for im in data.texts[i: i + cfg.batch_size]]
+            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+            logits = model(pixel_values=pixels.to(device=param.device, dtype=dtype)).logits
             preds.extend(int(x) for x in logits.argmax(-1).tolist())
     return preds
 
@@ -249,6 +306,9 @@ def measure_classification(bundle: Any, cfg: ClassificationEvalConfig, data: Cla
                 "max_length": effective_max_length(cfg, bundle.model.config),
                 "batch_size": cfg.batch_size, "examples": len(predictions),
                 "metric_source": "hub" if cfg.hub_metrics else "hfcompress", **kwargs}
+    if data.images:
+        del settings["text_column"], settings["max_length"]
+        settings["image_column"] = data.notes["image_column"]
     if cfg.text_pair_column:
         settings["text_pair_column"] = cfg.text_pair_column
     details = dict(data.notes)
@@ -285,6 +345,7 @@ def _measure(bundle: Any, cfg: ClassificationEvalConfig, data: ClassificationDat
     return measure_classification(bundle, cfg, data, model_label=model_label, progress=progress)
 
 
-_SPEC = MethodSpec(prepare_classification, _check, _measure)
+_SPEC = MethodSpec(prepare_classification, _check, _measure,
+                   tasks=("sequence-classification", "image-classification"))
 for _cls in (AccuracyConfig, F1Config, MetricConfig):
     register(_cls, spec=_SPEC)(apply_stage)

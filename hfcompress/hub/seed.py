@@ -14,7 +14,7 @@ offline here get a sample of our offline text under their id, with a README.md t
 (e.g. ``NeelNanda/pile-10k``, the default calibration set, holds the English Wikipedia sample).
 
 The token must belong to a user of the orgs ``HuggingFaceTB``, ``sentence-transformers``,
-``Salesforce``, ``fixtures`` and ``NeelNanda`` (see :data:`SEED_ORGS`).
+``Salesforce``, ``fixtures``, ``NeelNanda`` and ``openai`` (see :data:`SEED_ORGS`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from pathlib import Path
 from ..errors import HubError, UsageError
 from ..io import sha256_file
 
-SEED_ORGS = ("HuggingFaceTB", "sentence-transformers", "Salesforce", "fixtures", "NeelNanda")
-MODEL_IDS = ("HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2")
+SEED_ORGS = ("HuggingFaceTB", "sentence-transformers", "Salesforce", "fixtures", "NeelNanda", "openai")
+MODEL_IDS = ("HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2",
+             "openai/whisper-tiny.en", "fixtures/vit-digits")
 IGNORE = [".hfcompress-asset.json", ".*", "**/.*", "*.lock"]
 #: Header understood by the hfcompress server: answer uploadMode "lfs" (only sent when Xet is off).
 UPLOAD_MODE_HEADER = "X-HFCompress-Upload-Mode"
@@ -47,7 +48,11 @@ def default_datasets_dir() -> Path:
 def find_dataset_repos(root: Path) -> dict[str, Path]:
     """``{"org/name": folder}`` for every ``root/<org>/<name>/README.md``, plus the :data:`STAND_INS`
     whose source is there (built under the hfcompress cache)."""
+    from ..assets import built_dataset_assets
+
     found = {f"{p.parent.parent.name}/{p.parent.name}": p.parent for p in sorted(Path(root).glob("*/*/README.md"))}
+    for repo_id, folder in built_dataset_assets().items():  # built by `hfcompress assets` (speech, digits)
+        found.setdefault(repo_id, folder)
     for repo_id, source in STAND_INS.items():
         if repo_id not in found and source in found:
             found[repo_id] = build_stand_in(repo_id, found[source])
