@@ -24,6 +24,8 @@ def wav_to_array(data: bytes, where: str = "audio") -> tuple[Any, int]:
     """Mono float32 samples in [-1, 1] and the sampling rate of PCM WAV ``data`` (8/16/32-bit)."""
     import numpy as np
 
+    if data[:4] != b"RIFF":  # another container (flac, mp3, ...): datasets' decoder, where installed
+        return _decode_other(data, where)
     try:
         with wave.open(io.BytesIO(data)) as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
@@ -42,6 +44,20 @@ def wav_to_array(data: bytes, where: str = "audio") -> tuple[Any, int]:
     if channels > 1:
         x = x.reshape(-1, channels).mean(axis=1)
     return x.astype(np.float32), rate
+
+
+def _decode_other(data: bytes, where: str) -> tuple[Any, int]:
+    import numpy as np
+
+    try:
+        import datasets
+
+        decoded = datasets.Audio().decode_example({"bytes": data, "path": None})
+    except ImportError:
+        raise UsageError(f"{where} is not WAV and no audio decoder is installed: store the audio as 16-bit PCM WAV, "
+                         "or pip install torchcodec") from None
+    x = np.asarray(decoded["array"], dtype=np.float32)
+    return (x.mean(axis=0) if x.ndim > 1 else x), int(decoded["sampling_rate"])
 
 
 def array_to_wav(x: Any, rate: int) -> bytes:

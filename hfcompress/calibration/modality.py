@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..audio import decode_audio as _decode_audio
 from ..config import CalibrationConfig
 from ..data import load_split
 from ..errors import UnsupportedError, UsageError
@@ -151,60 +152,8 @@ def _image_inputs(ds: Any, col: str, rows: list[int], processor: Any, model: Any
 
 
 def decode_audio(value: Any, rate: int) -> Any:
-    """A mono float32 waveform at ``rate`` Hz from a stored audio cell (``{"bytes", "path"}`` or decoded)."""
-    import numpy as np
-
-    if isinstance(value, dict) and "array" in value:
-        wave_, sr = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
-    elif isinstance(value, dict) and value.get("bytes") is not None:
-        wave_, sr = _read_audio(value["bytes"], value.get("path"))
-    elif isinstance(value, dict) and value.get("path"):
-        with open(value["path"], "rb") as f:
-            wave_, sr = _read_audio(f.read(), value["path"])
-    else:
-        raise UsageError(f"an audio cell holds {type(value).__name__}: expected audio bytes or an array; name the "
-                         "audio column with --audio-column")
-    if wave_.ndim > 1:
-        wave_ = wave_.mean(axis=-1)
-    if sr != rate:
-        from math import gcd
-
-        try:
-            from scipy.signal import resample_poly
-        except ImportError:
-            raise UsageError(f"resampling audio from {sr} Hz to the model's {rate} Hz needs scipy: pip install scipy, "
-                             f"or store the audio at {rate} Hz") from None
-
-        g = gcd(sr, rate)
-        wave_ = resample_poly(wave_, rate // g, sr // g).astype(np.float32)
-    return wave_
-
-
-def _read_audio(data: bytes, path: str | None) -> tuple[Any, int]:
-    import wave
-
-    import numpy as np
-
-    if data[:4] == b"RIFF":
-        with wave.open(io.BytesIO(data)) as w:
-            width, channels, sr = w.getsampwidth(), w.getnchannels(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-        if width == 1:
-            x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128) / 128
-        elif width in (2, 4):
-            dt = "<i2" if width == 2 else "<i4"
-            x = np.frombuffer(raw, dtype=dt).astype(np.float32) / float(2 ** (8 * width - 1))
-        else:
-            raise UsageError(f"audio {path or ''}: {8 * width}-bit WAV is not supported: store 16-bit PCM")
-        return x.reshape(-1, channels) if channels > 1 else x, sr
-    try:  # other formats: datasets' own decoder (torchcodec) where installed
-        import datasets
-
-        decoded = datasets.Audio().decode_example({"bytes": data, "path": path})
-        return np.asarray(decoded["array"], dtype=np.float32), int(decoded["sampling_rate"])
-    except ImportError:
-        raise UsageError(f"audio {path or ''} is not WAV and no decoder is installed: store the dataset's audio as "
-                         "WAV, or pip install torchcodec") from None
+    """A mono float32 waveform at ``rate`` Hz from a stored audio cell (:func:`hfcompress.audio.decode_audio`)."""
+    return _decode_audio(value, rate, where="an audio cell")
 
 
 def _audio_inputs(ds: Any, col: str, rows: list[int], processor: Any, model: Any, cal: CalibrationConfig,
