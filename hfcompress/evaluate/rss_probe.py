@@ -89,8 +89,8 @@ def peak_rss_subprocess(folder: Path, task: str, dtype: str, batch: int, seq_len
     return data
 
 
-def peak_rss_inprocess(model: Any, batch: int, seq_len: int) -> dict[str, Any]:
-    """RSS growth during one forward pass in this process, sampled every 1 ms (psutil)."""
+def peak_rss_during(fn: Any) -> tuple[Any, int]:
+    """``fn()`` and the RSS growth over its run in this process (psutil, sampled every 1 ms)."""
     proc = psutil.Process()
     start = proc.memory_info().rss
     peak = [start]
@@ -101,14 +101,27 @@ def peak_rss_inprocess(model: Any, batch: int, seq_len: int) -> dict[str, Any]:
             peak[0] = max(peak[0], proc.memory_info().rss)
             time.sleep(0.001)
 
-    inputs = model_inputs(model, batch, seq_len)
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    with torch.inference_mode():
-        model(**inputs)
-    stop.set()
-    thread.join()
-    return {"peak_rss_bytes": peak[0] - start, "rss_before": start,
+    try:
+        out = fn()
+    finally:
+        stop.set()
+        thread.join()
+    return out, peak[0] - start
+
+
+def peak_rss_inprocess(model: Any, batch: int, seq_len: int) -> dict[str, Any]:
+    """RSS growth during one forward pass in this process, sampled every 1 ms (psutil)."""
+    inputs = model_inputs(model, batch, seq_len)
+    start = psutil.Process().memory_info().rss
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(**inputs)
+
+    _, grown = peak_rss_during(forward)
+    return {"peak_rss_bytes": grown, "rss_before": start,
             "method": "inprocess: psutil RSS sampled every 1 ms during one forward, minus RSS before"}
 
 

@@ -16,7 +16,6 @@ CER come from the shipped ``wer`` ``evaluate`` module (:mod:`hfcompress.metrics.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,6 +29,7 @@ from ..registry import register
 from ..sizes import memory_bytes
 from .base import DatasetEvalConfig, make_result
 from .core import MethodSpec, apply_stage
+from .rss_probe import peak_rss_during
 from .tasks import load_metric
 
 SPEECH_TASKS = ("speech-seq2seq",)
@@ -118,30 +118,6 @@ def _generate(model: Any, feats: Any, cfg: WERConfig) -> Any:
                           do_sample=False)
 
 
-def _peak_rss_during(fn) -> tuple[Any, int]:
-    """``fn()`` and the RSS growth over its run (psutil, sampled every 1 ms)."""
-    import psutil
-
-    proc = psutil.Process()
-    start = proc.memory_info().rss
-    peak = [start]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.001)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        out = fn()
-    finally:
-        stop.set()
-        t.join()
-    return out, peak[0] - start
-
-
 def measure_speech(bundle: Any, cfg: WERConfig, data: SpeechData, *, model_label: str,
                    progress: bool = False) -> list[dict[str, Any]]:
     import torch
@@ -164,7 +140,7 @@ def measure_speech(bundle: Any, cfg: WERConfig, data: SpeechData, *, model_label
     with torch.inference_mode():
         for i in steps:
             feats = _features(processor, data.audio[i:i + cfg.batch_size], data.rate, param.device, dtype)
-            ids, grown = _peak_rss_during(lambda f=feats: _generate(model, f, cfg))
+            ids, grown = peak_rss_during(lambda f=feats: _generate(model, f, cfg))
             peak = max(peak, grown)
             predictions.extend(processor.batch_decode(ids, skip_special_tokens=True))
     transcribe_s = time.perf_counter() - start
