@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..cards import write_card
+from ..io import REPORT_NAME, read_report, write_json
+
 REPORT_JSON = "search_report.json"
 REPORT_MD = "search_report.md"
 CARD = "README.md"
@@ -147,9 +150,6 @@ def card_section(report: dict[str, Any]) -> str:
 def append_card(folder: Path, report: dict[str, Any], name: str | None = None) -> None:
     """Record the section in the folder's ``hfcompress.json`` (``card_sections``) and re-render the card:
     the section lives in the lineage record, so a push (which re-renders the card) keeps it."""
-    from ..cards import write_card
-    from ..io import REPORT_NAME, read_report, write_json
-
     lineage = read_report(folder)
     if lineage is None:
         return
