@@ -70,7 +70,7 @@ def test_image_accuracy_and_f1_through_local_hub(hub_env, tiny_vit, tmp_path):
     with torch.no_grad():
         preds = model(**proc(images=[im.convert("RGB") for im in ds["image"]], return_tensors="pt")).logits.argmax(-1)
     refs = torch.tensor(ds["label"])
-    assert by["accuracy"]["value"] == pytest.approx(float((preds == refs).float().mean()), abs=1e-12)
+    assert by["accuracy"]["value"] == pytest.approx(float((preds == refs).double().mean()), abs=1e-12)
     f1s = []
     for c in range(3):
         tp = int(((preds == c) & (refs == c)).sum())
