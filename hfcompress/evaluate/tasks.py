@@ -240,11 +240,7 @@ def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: Classifica
     device = next(model.parameters()).device
     max_length = effective_max_length(cfg, model.config)
     preds: list[int] = []
-    steps = range(0, len(data.texts), cfg.batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=cfg.method, unit="batch")
+    steps = _batch_starts(len(data.texts), cfg, progress)
     with torch.inference_mode():
         for i in steps:
             texts = data.texts[i: i + cfg.batch_size]
@@ -256,6 +252,16 @@ def predict_classes(bundle: Any, cfg: ClassificationEvalConfig, data: Classifica
     return preds
 
 
+def _batch_starts(n: int, cfg: ClassificationEvalConfig, progress: bool) -> Any:
+    """Start index of each batch, under a tqdm bar when ``progress``."""
+    steps = range(0, n, cfg.batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(steps, desc=cfg.method, unit="batch")
+    return steps
+
+
 def _predict_images(model: Any, processor: Any, cfg: ClassificationEvalConfig, data: ClassificationData,
                     progress: bool) -> list[int]:
     """Argmax class ids of an image classifier over the dataset images (batched)."""
@@ -264,11 +270,7 @@ def _predict_images(model: Any, processor: Any, cfg: ClassificationEvalConfig, d
     param = next(model.parameters())
     dtype = param.dtype if param.dtype.is_floating_point else torch.float32
     preds: list[int] = []
-    steps = range(0, len(data.texts), cfg.batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=cfg.method, unit="batch")
+    steps = _batch_starts(len(data.texts), cfg, progress)
     with torch.inference_mode():
         for i in steps:
             images = [im.convert("RGB") for im in data.texts[i: i + cfg.batch_size]]
