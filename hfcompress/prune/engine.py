@@ -40,7 +40,7 @@ from .owl import owl_block_sparsities
 
 __all__ = ["AUTO_CHUNK_TOKENS", "ArchInfo", "CalibratedRun", "Sequential", "arch_info", "block_index",
            "DenseInputs", "calibration_ids", "check_widths", "finish_unstructured", "global_threshold", "lowest_k_mask",
-           "prepare_calibrated", "prune_mask", "release_free_memory", "schedule", "sparsity_for", "sparsity_summary",
+           "prepare_calibrated", "prune_mask", "release_free_memory", "sparsity_for", "sparsity_summary",
            "target_linears", "zero_"]
 
 
@@ -175,15 +175,6 @@ class DenseInputs:
     after_block = flush
 
 
-def schedule(cfg: Any, linears: dict[str, Any], on_group: Any) -> tuple[Any, Any, DenseInputs | None]:
-    """``(on_group, after_block, deferral)`` for :class:`Sequential`: with ``cfg.dense_inputs`` the
-    weight updates wait for the block's dense outputs (call ``deferral.flush()`` after the run)."""
-    if not getattr(cfg, "dense_inputs", False):
-        return on_group, None, None
-    d = DenseInputs(linears, on_group)
-    return d.on_group, d.after_block, d
-
-
 @dataclass
 class CalibratedRun:
     """What a calibrated unstructured method (Wanda, SparseGPT) needs before its pass."""
@@ -208,6 +199,19 @@ class CalibratedRun:
         if names:
             self.extra["no_calibration_tokens"] = sorted(names)
             self.extra["no_calibration_tokens_fallback"] = "magnitude"
+
+    def calibrate(self, cfg: Any, on_group: Any, on_chunk: Any, progress: bool) -> None:
+        """The method's one :class:`Sequential` pass over the calibration windows. With
+        ``cfg.dense_inputs`` (:class:`DenseInputs`) the weight updates wait for each block's dense outputs."""
+        deferral = DenseInputs(self.linears, on_group) if getattr(cfg, "dense_inputs", False) else None
+        seq = Sequential(self.model, self.info, self.linears, deferral.on_group if deferral else on_group, on_chunk,
+                         cfg.batch_size, progress=progress, compute_dtype=cfg.compute_dtype(),
+                         in_order=not cfg.low_memory, stacks=self.info.stacks,
+                         after_block=deferral.after_block if deferral else None)
+        seq.run(self.ids)
+        if deferral is not None:
+            deferral.flush()
+        self.no_tokens(seq.stats["no_tokens"])
 
 
 def prepare_calibrated(bundle: Any, cfg: Any, ctx: Any) -> CalibratedRun:

@@ -17,10 +17,10 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from ..calibration import Hessians, Sequential, describe_batch, fix_dead, inverse_cholesky_upper
+from ..calibration import Hessians, describe_batch, fix_dead, inverse_cholesky_upper
 from ..registry import register
 from .base import PruneConfig
-from .engine import finish_unstructured, prepare_calibrated, schedule
+from .engine import finish_unstructured, prepare_calibrated
 from .masks import lowest_k_mask, prune_mask, zero_
 
 
@@ -129,7 +129,7 @@ def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int,
 @torch.no_grad()
 def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
     run = prepare_calibrated(bundle, cfg, ctx)
-    model, linears, nm, ids, extra = run.model, run.linears, run.nm, run.ids, run.extra
+    linears, nm, ids, extra = run.linears, run.nm, run.ids, run.extra
     acc = Hessians()
 
     def on_chunk(names, x):
@@ -155,13 +155,6 @@ def apply_sparsegpt(bundle, cfg: SparseGPTConfig, ctx):
         for (a, b, _), m in zip(segs, mods, strict=True):
             m.weight.copy_(W[a:b])
 
-    on_group, after_block, deferral = schedule(cfg, linears, on_group)
-    seq = Sequential(model, run.info, linears, on_group, on_chunk, cfg.batch_size, progress=ctx.progress,
-                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks,
-                     after_block=after_block)
-    seq.run(ids)
-    if deferral is not None:
-        deferral.flush()
-    run.no_tokens(seq.stats["no_tokens"])
+    run.calibrate(cfg, on_group, on_chunk, ctx.progress)
     extra.update({**describe_batch(ids, "calibration_samples"), "percdamp": cfg.percdamp, "blocksize": cfg.blocksize})
     return finish_unstructured(bundle, cfg, linears, extra)

@@ -16,10 +16,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..calibration import Sequential, SquaredNorms, describe_batch
+from ..calibration import SquaredNorms, describe_batch
 from ..registry import register
 from .base import PruneConfig
-from .engine import finish_unstructured, prepare_calibrated, schedule
+from .engine import finish_unstructured, prepare_calibrated
 from .masks import prune_mask, zero_
 from .owl import acc_add
 
@@ -45,7 +45,7 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
 
         return apply_structured(bundle, cfg, ctx, importance="activations")
     run = prepare_calibrated(bundle, cfg, ctx)
-    model, linears, nm, ids, extra = run.model, run.linears, run.nm, run.ids, run.extra
+    linears, nm, ids, extra = run.linears, run.nm, run.ids, run.extra
     acc = SquaredNorms()
 
     def on_group(names, x):
@@ -59,13 +59,6 @@ def apply_wanda(bundle, cfg: WandaConfig, ctx):
                 score.mul_(norm)
             zero_(w, prune_mask(score, run.sparsity(name, cfg.overrides), nm, per="row"))
 
-    on_group, after_block, deferral = schedule(cfg, linears, on_group)
-    seq = Sequential(model, run.info, linears, on_group, acc_add(acc), cfg.batch_size, progress=ctx.progress,
-                     compute_dtype=cfg.compute_dtype(), in_order=not cfg.low_memory, stacks=run.info.stacks,
-                     after_block=after_block)
-    seq.run(ids)
-    if deferral is not None:
-        deferral.flush()
-    run.no_tokens(seq.stats["no_tokens"])
+    run.calibrate(cfg, on_group, acc_add(acc), ctx.progress)
     extra.update(describe_batch(ids, "calibration_samples"))
     return finish_unstructured(bundle, cfg, linears, extra)
