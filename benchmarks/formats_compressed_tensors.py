@@ -224,6 +224,8 @@ def main() -> int:
         for label, (start, stages) in {
                 "rtn-int4-g128": (src, [RTNConfig(bits=4, group_size=128)]),
                 "gptq-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
+                "gptq-act-order-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, act_order=True,
+                                                              calibration=calib(512))]),
                 "sparsegpt-2:4+gptq-int4-g128": (work / "sparsegpt-2:4",
                                                  [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
                 "rtn-int4-g128+embeddings": (src, [RTNConfig(bits=4, group_size=128, quantize_embeddings=True)]),
@@ -291,7 +293,8 @@ def render(r: dict) -> str:
                   "| method | perplexity | quantized Linear × fp32 | whole model on disk × fp32 | group sizes "
                   "| reload (plain transformers) | s |",
                   "|---|---|---|---|---|---|---|"]
-        for k in ("rtn-int4-g128", "gptq-int4-g128", "sparsegpt-2:4+gptq-int4-g128", "rtn-int4-g128+embeddings",
+        for k in ("rtn-int4-g128", "gptq-int4-g128", "gptq-act-order-int4-g128", "sparsegpt-2:4+gptq-int4-g128",
+                  "rtn-int4-g128+embeddings",
                   "rtn-int8-g128", "rtn-int8-g128+embeddings"):
             if k in s:
                 x = s[k]
