@@ -123,7 +123,10 @@ def main() -> int:
     from hfcompress.recipes import Recipe
 
     data = local_datasets_dir()
-    results: dict = {"smollm2": {}, "minilm": {}, "notes": []}
+    # rows of an earlier run are kept (a run of some --rows / --models updates only those)
+    old = RESULTS / f"{args.out}.json"
+    results: dict = json.loads(old.read_text()) if old.exists() else {}
+    results = {"smollm2": {}, "minilm": {}, "notes": [], **results}
     work = Path(tempfile.mkdtemp(prefix="formats-bench-"))
     hub = None
     if args.hub:
@@ -224,8 +227,11 @@ def main() -> int:
         for label, (start, stages) in {
                 "rtn-int4-g128": (src, [RTNConfig(bits=4, group_size=128)]),
                 "gptq-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
-                "gptq-act-order-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, act_order=True,
-                                                              calibration=calib(512))]),
+                # ablations of the default (act-order + clip search): which part closes the gap
+                "gptq-no-clip-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, clip_search=False,
+                                                            calibration=calib(512))]),
+                "gptq-in-order-no-clip-int4-g128": (src, [GPTQConfig(bits=4, group_size=128, act_order=False,
+                                                                     clip_search=False, calibration=calib(512))]),
                 "sparsegpt-2:4+gptq-int4-g128": (work / "sparsegpt-2:4",
                                                  [GPTQConfig(bits=4, group_size=128, calibration=calib(512))]),
                 "rtn-int4-g128+embeddings": (src, [RTNConfig(bits=4, group_size=128, quantize_embeddings=True)]),
@@ -293,7 +299,8 @@ def render(r: dict) -> str:
                   "| method | perplexity | quantized Linear × fp32 | whole model on disk × fp32 | group sizes "
                   "| reload (plain transformers) | s |",
                   "|---|---|---|---|---|---|---|"]
-        for k in ("rtn-int4-g128", "gptq-int4-g128", "gptq-act-order-int4-g128", "sparsegpt-2:4+gptq-int4-g128",
+        for k in ("rtn-int4-g128", "gptq-int4-g128", "gptq-no-clip-int4-g128", "gptq-in-order-no-clip-int4-g128",
+                  "sparsegpt-2:4+gptq-int4-g128",
                   "rtn-int4-g128+embeddings",
                   "rtn-int8-g128", "rtn-int8-g128+embeddings"):
             if k in s:

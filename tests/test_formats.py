@@ -185,6 +185,43 @@ def test_gptq_beats_rtn_on_the_layer_objective(symmetric, act_order):
     assert torch.allclose(codes, codes.round(), atol=1e-4)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_clip_search_never_raises_the_weighted_rounding_error(symmetric):
+    """The searched range includes the plain min / max (factor 1.0), so per row and group the
+    Hessian-weighted rounding error can only go down; with outliers it goes down strictly."""
+    from hfcompress.formats import compressed_tensors as ct
+
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(64, 128, generator=g)
+    W[::7, ::13] *= 6  # a few outliers stretch their groups' ranges
+    hdiag = torch.rand(128, generator=g) + 0.1
+    args = ct.weight_args(4, 32, symmetric)
+    Wg, hg = W.unflatten(-1, (-1, 32)), hdiag.unflatten(-1, (-1, 32))
+
+    def weighted_err(grid):
+        scale, zp = grid.qparams(Wg, hg)
+        return ((Wg - grid.round(Wg, scale[..., None], zp[..., None])) ** 2 * hg).sum(-1)
+
+    plain = weighted_err(ct.CTIntGrid(args, 128, W.dtype))
+    searched = weighted_err(ct.CTIntGrid(args, 128, W.dtype, clip_search=True))
+    assert bool((searched <= plain + 1e-6).all()) and float(searched.sum()) < float(plain.sum())
+
+
+@pytest.mark.parametrize("symmetric,act_order", [(True, True), (False, False)])
+def test_gptq_with_clip_search_stays_on_the_grid(symmetric, act_order):
+    from hfcompress.formats import compressed_tensors as ct
+    from hfcompress.quantize.calibrated import gptq_quantize
+
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(32, 64, generator=g)
+    X = torch.randn(256, 64, generator=g)
+    grid = ct.CTIntGrid(ct.weight_args(4, 32, symmetric), 64, W.dtype, clip_search=True)
+    Q = gptq_quantize(W, 2 * X.T @ X / 256, grid, act_order=act_order)
+    scale, zp = grid.params()
+    codes = Q.unflatten(-1, (-1, 32)) / scale[..., None] + (0 if zp is None else zp[..., None].float())
+    assert torch.allclose(codes, codes.round(), atol=1e-4)
+
+
 @pytest.mark.slow
 def test_our_formats_fail_loudly_without_hfcompress(tiny_models, tmp_path):
     folders = {}
@@ -263,9 +300,12 @@ def test_cli_flags_reach_the_configs():
 
     parser = build_parser()
     args = parser.parse_args(["quantize", "m", "--method", "gptq", "--bits", "8", "--group-size", "-1",
-                              "--no-symmetric", "--act-order", "-o", "x"])
+                              "--no-symmetric", "--no-act-order", "--no-clip-search", "-o", "x"])
     cfg = method_config(args)
-    assert (cfg.method, cfg.bits, cfg.group_size, cfg.symmetric, cfg.act_order) == ("gptq", 8, -1, False, True)
+    assert (cfg.method, cfg.bits, cfg.group_size, cfg.symmetric, cfg.act_order, cfg.clip_search) == \
+        ("gptq", 8, -1, False, False, False)
+    cfg = method_config(parser.parse_args(["quantize", "m", "--method", "gptq", "-o", "x"]))
+    assert (cfg.act_order, cfg.clip_search) == (True, True)  # the defaults that close RTN's gap on SmolLM2
     cfg = method_config(parser.parse_args(["quantize", "m", "--method", "rtn", "-o", "x"]))
     assert (cfg.bits, cfg.group_size, cfg.symmetric) == (4, 128, True)
     with pytest.raises(UsageError, match="symmetric does not apply to --method bnb-nf4"):

@@ -93,10 +93,14 @@ class CTIntGrid:
     groups in order ([out, n_groups] once stacked).
     """
 
-    def __init__(self, args: Any, in_features: int, dtype: torch.dtype):
+    #: shrinks of each group's range tried by ``clip_search`` (1.0: plain min/max)
+    CLIP_FACTORS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+
+    def __init__(self, args: Any, in_features: int, dtype: torch.dtype, clip_search: bool = False):
         from compressed_tensors.quantization.utils import calculate_range
 
         self.args = args
+        self.clip_search = clip_search
         self.group_size = args.group_size if args.strategy == "group" else in_features
         self.dtype = dtype
         qmin, qmax = calculate_range(args, "cpu")
@@ -104,14 +108,32 @@ class CTIntGrid:
         self.scales: list[torch.Tensor] = []
         self.zero_points: list[torch.Tensor] = []
 
-    def qparams(self, wg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def qparams(self, wg: torch.Tensor, hdiag: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale / zero point of each group (last dim of ``wg``) from its min / max. With
+        ``clip_search`` and ``hdiag`` (the Hessian diagonal of the group's inputs, shaped like
+        ``wg``'s last dims), the range is shrunk by the factor of :data:`CLIP_FACTORS` that
+        minimises the Hessian-weighted rounding error of the group, per row."""
         from compressed_tensors.quantization.utils import calculate_qparams
 
-        scale, zp = calculate_qparams(wg.amin(dim=-1), wg.amax(dim=-1), self.args)
-        return scale.to(self.dtype).float(), zp.float()
+        lo, hi = wg.amin(dim=-1), wg.amax(dim=-1)
+        if not (self.clip_search and hdiag is not None):
+            scale, zp = calculate_qparams(lo, hi, self.args)
+            return scale.to(self.dtype).float(), zp.float()
+        best = None
+        for f in self.CLIP_FACTORS:
+            scale, zp = calculate_qparams(lo * f, hi * f, self.args)
+            scale, zp = scale.to(self.dtype).float(), zp.float()
+            err = ((wg - self.round(wg, scale[..., None], zp[..., None])) ** 2 * hdiag).sum(dim=-1)
+            if best is None:
+                best = (err, scale, zp)
+            else:
+                better = err < best[0]
+                best = (torch.where(better, err, best[0]), torch.where(better, scale, best[1]),
+                        torch.where(better, zp, best[2]))
+        return best[1], best[2]
 
     def start(self, wg: torch.Tensor, hdiag: torch.Tensor | None = None) -> None:
-        self.scale, self.zp = self.qparams(wg)
+        self.scale, self.zp = self.qparams(wg, hdiag)
         self.scales.append(self.scale)
         self.zero_points.append(self.zp)
 
@@ -125,7 +147,7 @@ class CTIntGrid:
     # act-order with static groups: every group's parameters fixed up front from the original weights
     def prepare_static(self, W: torch.Tensor, hdiag: torch.Tensor) -> None:
         g = self.group_size
-        scale, zp = self.qparams(W.float().unflatten(-1, (-1, g)))
+        scale, zp = self.qparams(W.float().unflatten(-1, (-1, g)), hdiag.float().unflatten(-1, (-1, g)))
         self.scales, self.zero_points = list(scale.unbind(1)), list(zp.unbind(1))
         self.static = (scale, zp)
 
