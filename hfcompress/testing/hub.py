@@ -227,7 +227,10 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubHandle]:
         if ddir.is_dir():
             from ..hub.seed import seed
 
-            seed(handle.url, handle.token, only=["datasets"], datasets_dir=ddir, log=lambda _msg: None)
+            # inside hub_environment: a test that ran first may have imported huggingface_hub under
+            # HF_HUB_OFFLINE=1, which freezes its offline switch for the process
+            with hub_environment(handle.url, handle.token, tmp_path_factory.mktemp("hf-home-seed")):
+                seed(handle.url, handle.token, only=["datasets"], datasets_dir=ddir, log=lambda _msg: None)
         yield handle
     finally:
         handle.stop()
