@@ -20,9 +20,12 @@ from typing import Any
 
 #: (logger, message prefix) of library log records that ask nothing of the user. bitsandbytes
 #: logs the first one on every 4-bit run on CPUs with AVX512-BF16 when the optional ``kernels``
-#: package (a faster CPU kernel) is absent; it falls back to its own kernel.
+#: package (a faster CPU kernel) is absent; it falls back to its own kernel. The second comes
+#: on EVERY int8 matmul of an fp32 model (thousands of lines per Whisper transcription): LLM.int8
+#: quantizes its activations through float16 by design.
 NOISE = (
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+    ("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast from"),
 )
 
 

@@ -224,6 +224,8 @@ def test_library_noise_filtered_and_progress_off(caplog):
     with caplog.at_level(logging.WARNING):
         log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...", "x")
         log.warning("something else")
+        logging.getLogger("bitsandbytes.autograd._functions").warning(
+            "MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "torch.float32")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
     was = hf_logging.is_progress_bar_enabled()
     try:
