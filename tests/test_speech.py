@@ -353,29 +353,16 @@ def test_real_whisper_transcribes_espeak_test_clips():
 def test_compressed_whisper_card_carries_wer_through_the_hub(hub_env, tiny_whisper, tmp_path):
     """compress (int8 + WER on a Hub audio dataset) -> push -> pull: the pulled folder loads and its
     card's model-index carries WER and CER on that dataset, not the speed figures."""
-    import json
-
-    import hfcompress
     from hfcompress.evaluate.speech import WERConfig
     from hfcompress.quantize import QuantoInt8Config
-    from hfcompress.recipes import Recipe
+    from hfcompress.testing.hub import compress_push_pull
 
-    api = hub_env.api()
     data = "fixtures/tiny-audio-card"
-    api.create_repo(data, repo_type="dataset", exist_ok=True)
-    api.upload_folder(folder_path=str(_audio_dataset(tmp_path / "ds")), repo_id=data, repo_type="dataset")
-    out = tmp_path / "whisper-int8"
-    hfcompress.compress(str(tiny_whisper), Recipe(stages=[QuantoInt8Config(),
-                                                          WERConfig(dataset=data, max_new_tokens=6, batch_size=4,
-                                                                    latency_clips=1)]),
-                        output=out, progress=False)
-    measured = {r["metric"]: r for r in json.loads((out / "hfcompress.json").read_text())["evaluation"]}
-    repo = f"{hub_env.user}/whisper-int8-card"
-    hfcompress.push(out, repo)
-    model, folder = hfcompress.pull(repo, output=tmp_path / "pulled")
-    assert model is not None and (folder / "README.md").exists()
-    results = {r.metric_type: r for r in api.model_info(repo).card_data.eval_results}
-    assert set(results) == {"wer", "cer"}
-    for name, r in results.items():
+    measured, results = compress_push_pull(
+        hub_env, tiny_whisper, [QuantoInt8Config(), WERConfig(dataset=data, max_new_tokens=6, batch_size=4,
+                                                              latency_clips=1)],
+        (_audio_dataset(tmp_path / "ds"), data), "whisper-int8-card", tmp_path)
+    assert {r.metric_type for r in results} == {"wer", "cer"}
+    for r in results:
         assert (r.dataset_name, r.task_type) == (data, "automatic-speech-recognition")
-        assert r.metric_value == pytest.approx(measured[name]["value"], abs=1e-4)
+        assert r.metric_value == pytest.approx(measured[r.metric_type]["value"], abs=1e-4)

@@ -137,28 +137,15 @@ def test_real_vit_digits_teacher_accuracy():
 def test_compressed_vit_card_carries_accuracy_through_the_hub(hub_env, tiny_vit, tmp_path):
     """compress (int8 + accuracy on a Hub dataset) -> push -> pull: the pulled folder loads and its
     card's model-index carries the accuracy measured on that dataset."""
-    import json
-
-    import hfcompress
     from hfcompress.evaluate import AccuracyConfig
     from hfcompress.quantize import QuantoInt8Config
-    from hfcompress.recipes import Recipe
+    from hfcompress.testing.hub import compress_push_pull
 
-    api = hub_env.api()
     data = "fixtures/tiny-images-card"
-    api.create_repo(data, repo_type="dataset", exist_ok=True)
-    api.upload_folder(folder_path=str(_image_dataset(tmp_path / "ds")), repo_id=data, repo_type="dataset")
-    out = tmp_path / "vit-int8"
-    hfcompress.compress(str(tiny_vit), Recipe(stages=[QuantoInt8Config(),
-                                                      AccuracyConfig(dataset=data, split="test", batch_size=6)]),
-                        output=out, progress=False)
-    measured = json.loads((out / "hfcompress.json").read_text())["evaluation"]
-    (acc,) = [r for r in measured if r["metric"] == "accuracy"]
-    repo = f"{hub_env.user}/vit-int8-card"
-    hfcompress.push(out, repo)
-    model, folder = hfcompress.pull(repo, output=tmp_path / "pulled")
-    assert model is not None and (folder / "README.md").exists()
-    (result,) = api.model_info(repo).card_data.eval_results
+    measured, results = compress_push_pull(
+        hub_env, tiny_vit, [QuantoInt8Config(), AccuracyConfig(dataset=data, split="test", batch_size=6)],
+        (_image_dataset(tmp_path / "ds"), data), "vit-int8-card", tmp_path)
+    (result,) = results
     assert (result.metric_type, result.dataset_name, result.task_type) == \
         ("accuracy", data, "image-classification")
-    assert result.metric_value == pytest.approx(acc["value"], abs=1e-4)
+    assert result.metric_value == pytest.approx(measured["accuracy"]["value"], abs=1e-4)

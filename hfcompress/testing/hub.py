@@ -28,6 +28,7 @@ is idempotent, so re-runs skip the uploads). Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -253,3 +254,26 @@ def hub_env(hub_server: HubHandle, tmp_path: Path) -> Iterator[HubHandle]:
     home.mkdir()
     with hub_environment(hub_server.url, hub_server.token, home):
         yield hub_server
+
+
+def compress_push_pull(hub: HubHandle, model: str | Path, stages: list[Any], dataset: tuple[Path, str],
+                       repo_name: str, tmp: Path) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+    """Upload ``dataset`` (folder, repo id) as a dataset repo, ``compress`` ``model`` with ``stages``
+    into ``tmp/out``, push it to ``<user>/<repo_name>`` and pull it back (the pull must load).
+    Returns the run's evaluation rows by metric and the pushed card's ``eval_results``."""
+    import hfcompress
+    from hfcompress.recipes import Recipe
+
+    api = hub.api()
+    folder, data = dataset
+    api.create_repo(data, repo_type="dataset", exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=data, repo_type="dataset")
+    out = tmp / "out"
+    hfcompress.compress(str(model), Recipe(stages=stages), output=out, progress=False)
+    measured = {r["metric"]: r for r in json.loads((out / "hfcompress.json").read_text())["evaluation"]}
+    repo = f"{hub.user}/{repo_name}"
+    hfcompress.push(out, repo)
+    loaded, pulled = hfcompress.pull(repo, output=tmp / "pulled")
+    if loaded is None or not (pulled / "README.md").is_file():
+        raise AssertionError(f"{repo} did not pull back as a loadable model with a card")
+    return measured, list(api.model_info(repo).card_data.eval_results or [])
