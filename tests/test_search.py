@@ -169,3 +169,14 @@ def test_cli_search_and_one_line_error(tiny, tmp_path):
                         text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "budget check" in ok.stdout and (tmp_path / "out" / "recipe.yaml").is_file()
+
+
+@pytest.mark.parametrize("stage", ["method: drop-blocks", "method: drop-blocks\n    blocks: []"])
+def test_drop_blocks_stage_without_blocks_is_refused_in_one_line(stage):
+    """An omitted `blocks` is refused like an empty one (found by the recipe fuzzer: the omitted
+    default validated, then its dump `blocks: []` did not)."""
+    from hfcompress.errors import RecipeError
+    from hfcompress.recipes import parse_recipe
+
+    with pytest.raises(RecipeError, match=r"^x\.yaml:3: .*give the blocks to drop"):
+        parse_recipe(f"version: 1\nstages:\n- prune:\n    {stage}\n", source="x.yaml")

@@ -16,7 +16,7 @@ import copy
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import UnsupportedError, UsageError
 from ..layouts.surgery import keep_layers_in_config, rebuild, renumber_blocks
@@ -40,11 +40,16 @@ class DropBlocksConfig(PruneConfig):
     @field_validator("blocks")
     @classmethod
     def _blocks_ok(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("give the blocks to drop, e.g. blocks: [3, 7]")
         if any(i < 0 for i in v) or len(set(v)) != len(v):
             raise ValueError(f"blocks {v}: distinct block numbers >= 0")
         return sorted(v)
+
+    @model_validator(mode="after")
+    def _blocks_given(self) -> DropBlocksConfig:
+        # after the fields (not a field validator): an omitted `blocks` is refused too, not only `blocks: []`
+        if not self.blocks:
+            raise ValueError("give the blocks to drop, e.g. blocks: [3, 7]")
+        return self
 
 
 @register(DropBlocksConfig)
