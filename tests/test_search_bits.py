@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 
@@ -56,6 +57,12 @@ def tiny(tmp_path_factory):
     return folder, str(data)
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One level database cache for the module (built once, reused as a search of a later budget would)."""
+    return tmp_path_factory.mktemp("search-bits-cache")
+
+
 def opts(data: str, cache, **kw) -> SearchConfig:
     base = dict(method="gptq", budget="bits=3.5", generations=2, offspring=3, tokens=[32, 64], survivors=[2, 1],
                 calibration={"dataset": data, "samples": 4, "seq_len": 32}, cache_dir=str(cache), baselines=False)
@@ -82,10 +89,10 @@ def test_space_with_level_costs_keeps_the_total():
     assert moved > 100
 
 
-def test_bits_budget_recipe_and_plain_reload(tiny, tmp_path):
+def test_bits_budget_recipe_and_plain_reload(tiny, cache, tmp_path):
     folder, data = tiny
     out = tmp_path / "out"
-    res = search(str(folder), opts(data, tmp_path / "cache"), output=out, progress=False)
+    res = search(str(folder), opts(data, cache), output=out, progress=False)
     rep = res.report
     check = rep["budget_check"]
     assert check["exact"] is True and check["average_bits"] == 3.5
@@ -120,25 +127,26 @@ def test_bits_budget_recipe_and_plain_reload(tiny, tmp_path):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_deterministic_resume_and_size_budget(tiny, tmp_path):
+def test_deterministic_resume_and_size_budget(tiny, cache, tmp_path):
     folder, data = tiny
-    full = search(str(folder), opts(data, tmp_path / "a", generations=3), progress=False).report
+    full = search(str(folder), opts(data, cache, generations=3, seed=7), progress=False).report
     assert full["budget_check"]["exact"] and full["budget_check"]["average_bits"] == 3.5
-    part = search(str(folder), opts(data, tmp_path / "b", generations=1), progress=False).report
-    cont = search(str(folder), opts(data, tmp_path / "b", generations=3), progress=False).report
+    shutil.rmtree(cache / full["database"]["key"] / "runs")  # the same search again, from scratch
+    part = search(str(folder), opts(data, cache, generations=1, seed=7), progress=False).report
+    cont = search(str(folder), opts(data, cache, generations=3, seed=7), progress=False).report
     assert cont["search"]["resumed_from"] == [1] and cont["database"]["entries_computed_now"] == 0
     assert len(part["curve"]) == 2
     assert [c["fitness"] for c in cont["curve"]] == [c["fitness"] for c in full["curve"]]
     assert [r["bits"] for r in cont["layers"]] == [r["bits"] for r in full["layers"]]
     # a size= budget on the same database: no new calibration pass nor entries; never above the budget
-    res = search(str(folder), opts(data, tmp_path / "b", budget="size=0.12", generations=2), progress=False)
+    res = search(str(folder), opts(data, cache, budget="size=0.12", generations=2), progress=False)
     sized = res.report
     assert sized["database"]["built_stats_now"] is False and sized["database"]["entries_computed_now"] == 0
     check = sized["budget_check"]
     assert check["bytes"] <= check["budget_bytes"] and check["bytes"] == sized["accounting"]["bytes"]
     assert check["fraction_of_source"] == pytest.approx(check["bytes"] / check["source_bytes"])
     # bits=4: the start is uniform 4-bit, scored against plain `quantize --method gptq --bits 4` too
-    four = search(str(folder), opts(data, tmp_path / "b", budget="bits=4", generations=0, baselines=True),
+    four = search(str(folder), opts(data, cache, budget="bits=4", generations=0, baselines=True),
                   progress=False).report
     assert {r["bits"] for r in four["layers"]} == {4} and four["database"]["entries_computed_now"] == 0
     assert [r["name"] for r in four["comparison"]][2].startswith("uniform 4-bit")
@@ -196,3 +204,32 @@ def test_cli_gptq_search(tiny, tmp_path):
     assert "budget check" in ok.stdout and "'average_bits': 3.0" in ok.stdout
     recipe = load_recipe(tmp_path / "out" / "recipe.yaml")
     assert recipe.stages[0].group_size == 32 and set(recipe.stages[0].overrides.values()) <= {2, 4}
+
+
+@pytest.mark.parametrize("budget", ["bits=3.3", "bits=5.1", "size=0.3", "size=0.47", "size=1500"])
+def test_start_is_the_largest_reachable_total_not_above_the_budget(budget):
+    """plan_bits against brute force over every profile of five small layers."""
+    import itertools
+    from types import SimpleNamespace
+
+    from hfcompress.search.budget import parse_budget
+    from hfcompress.search.run import plan_bits
+
+    shapes = {"a": (8, 32), "b": (4, 32), "c": (12, 64), "d": (8, 96), "e": (4, 64)}
+    db = SimpleNamespace(linears=shapes, shape=shapes.__getitem__, plan=dict.fromkeys(shapes, 32),
+                         dense={n: torch.zeros(s, dtype=torch.bfloat16) for n, s in shapes.items()},
+                         config=SimpleNamespace(symmetric=True))
+    levels = (2, 3, 4, 8)
+    b = parse_budget(budget)
+    plan = plan_bits(db, b, levels)
+    numel = sum(r * c for r, c in shapes.values())
+    best = None
+    for prof in itertools.product(range(4), repeat=5):
+        t = plan.totals(prof)
+        value = t["total_bits"] if b.kind == "bits" else t["bytes"]
+        limit = b.value * numel if b.kind == "bits" else b.value * (2 * numel if b.value < 1 else 1)
+        if value <= limit + 1e-9 and (best is None or value > best):
+            best = value
+    start = plan.totals(plan.space.start)
+    assert (start["total_bits"] if b.kind == "bits" else start["bytes"]) == best
+    assert plan.space.valid(plan.space.start)

@@ -107,7 +107,7 @@ def finish(bundle: Any, ctx: Any, config: IntWeightConfig, chosen: dict[str, Any
         counts: dict[str, int] = {}
         for n in chosen:
             counts[str(bits_of[n])] = counts.get(str(bits_of[n]), 0) + 1
-        summary["weight_bits"] = "mixed"
+        summary["weight_bits"] = summary["bits"] = "mixed"  # (the card's tags read "bits")
         summary["modules_per_bits"] = dict(sorted(counts.items()))
     if embeddings:
         summary["quantized_embeddings"] = {"modules": sorted(embeddings), "bits": config.bits}

@@ -486,7 +486,8 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
     if not exact:
         check["note"] = "no mix of the levels meets the budget exactly: the largest total not above it"
     layers = [{"name": n, "bits": bits[n], "level": k, "params": plan.numel[n], "bytes": plan.nbytes[n][k],
-               "group_size": db.plan[n] or "channel"} for n, k in zip(plan.names, best, strict=True)]
+               "group_size": db.plan[n] or "channel", "start_bits": plan.levels[k0]}
+              for n, k, k0 in zip(plan.names, best, plan.space.start, strict=True)]
     sizes = db.size_bytes()
     report = {
         "method": cfg.method, "budget": str(budget), "kind": "bits",
