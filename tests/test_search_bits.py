@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import hfcompress
 from hfcompress.errors import UsageError
 from hfcompress.quantize import GPTQConfig
-from hfcompress.recipes import load_recipe
+from hfcompress.recipes import Recipe, load_recipe
 from hfcompress.search import SearchConfig, search
 from hfcompress.search.space import Space
 
@@ -176,6 +176,16 @@ def test_size_budget_outside_the_levels(tiny, tmp_path):
             search(str(folder), opts(data, tmp_path / "c", budget=budget), progress=False)
         assert "\n" not in str(err.value)
     assert not (tmp_path / "c").exists()  # refused before any calibration
+
+
+def test_gptq_override_naming_no_module_is_refused(tiny, tmp_path):
+    folder, data = tiny
+    cfg = GPTQConfig(overrides={"model.layers.9.mlp.down_proj": 2}, calibration={"dataset": data, "samples": 2,
+                                                                                 "seq_len": 32})
+    with pytest.raises(UsageError, match="overrides name no quantized module: model.layers.9") as err:
+        hfcompress.compress(str(folder), Recipe(stages=[cfg]), output=tmp_path / "o",
+                            progress=False)
+    assert "\n" not in str(err.value) and not (tmp_path / "o").exists()
 
 
 def test_gptq_overrides_validation_and_defaults():

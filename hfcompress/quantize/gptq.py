@@ -68,14 +68,23 @@ class GPTQConfig(IntWeightConfig):
                              "drop --asymmetric / quantize_embeddings or the overrides")
         return self
 
+    @staticmethod
+    def _matches(name: str, pat: str) -> bool:
+        return name == pat or fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}")
+
     def bits_for(self, name: str) -> int:
-        """The module's bit width: the first matching override, else ``bits``."""
+        """The module's bit width: its own override, else the first matching pattern, else ``bits``."""
         if name in self.overrides:
             return self.overrides[name]
-        for pat, b in self.overrides.items():
-            if name == pat or fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}"):
-                return b
-        return self.bits
+        return next((b for pat, b in self.overrides.items() if self._matches(name, pat)), self.bits)
+
+    def check_overrides(self, names: list[str]) -> None:
+        """One-line error for an override that names none of the quantized modules."""
+        unknown = [p for p in self.overrides if not any(self._matches(n, p) for n in names)]
+        if unknown:
+            raise UsageError(f"gptq overrides name no quantized module: {', '.join(unknown[:3])}"
+                             f"{' ...' if len(unknown) > 3 else ''} (give module names such as "
+                             "model.layers.0.mlp.down_proj or patterns such as '*.down_proj')")
 
 
 @register(GPTQConfig)
@@ -84,6 +93,7 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
     from .calibrated import calibrate_blocks
 
     chosen, kept, plan, sparsity_before = prepare(bundle, config)
+    config.check_overrides(list(chosen))
     ids = _calibration_ids(bundle, config.calibration)
     model = bundle.model
 
