@@ -6,6 +6,7 @@
     from hfcompress.search import SearchConfig
     cfg = SearchConfig(method="sparsegpt", budget="sparsity=0.6", generations=40)
     cfg.parsed_budget()          # Budget(kind="sparsity", value=0.6)
+    SearchConfig(method="gptq", budget="size=0.25", levels="2,3,4,8", group_size=128)
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
     result = hfcompress.search("HuggingFaceTB/SmolLM2-135M-Instruct", method="sparsegpt",
                                budget="sparsity=0.6", generations=40, output="out/smol-sgpt60")
     result.report["comparison"]          # searched vs uniform vs OWL (KL to the dense model)
+    hfcompress.search(MODEL, method="gptq", budget="bits=3.5", levels="2,3,4,8", output="out/smol-3.5bit")
 
 Order of work: every option and the output folder are checked before the model is loaded; the
 level database is built (or read from the cache); the fitness reference (the dense model's
