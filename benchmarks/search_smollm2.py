@@ -7,6 +7,9 @@ in its own process::
 
     .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 [--generations 30]
     .venv/bin/python benchmarks/search_smollm2.py drop-6
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3.5 [--baseline uniform]   # uniform = plain gptq 4-bit
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3
+    .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
 
 Writes benchmarks/results/search.json and .md (rows merged by configuration).
 """
@@ -37,6 +40,9 @@ CONFIGS = {
     "sparsegpt-60": {"method": "sparsegpt", "budget": "sparsity=0.6", "levels": "0.4:0.8:1/16"},
     "sparsegpt-70": {"method": "sparsegpt", "budget": "sparsity=0.7", "levels": "0.5:0.9:1/16"},
     "drop-6": {"method": "drop", "budget": "blocks=6"},
+    "gptq-bits-3.5": {"method": "gptq", "budget": "bits=3.5", "levels": "2,3,4,8"},
+    "gptq-bits-3": {"method": "gptq", "budget": "bits=3", "levels": "2,3,4,8"},
+    "gptq-size-0.11": {"method": "gptq", "budget": "size=0.11", "levels": "2,3,4,8"},
 }
 
 
@@ -93,6 +99,15 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
     if cfg.method == "drop":
         run_stage(b, DropBlocksConfig(blocks=start["dropped"]), StageContext(progress=False))
         row["dropped"] = {"searched": rep["dropped"], "angular": start["dropped"]}
+    elif cfg.method == "gptq":  # the near-uniform start, assembled from the level database
+        from hfcompress.search.database import BitsDatabase
+        from hfcompress.search.run import _gptq_config
+
+        points["searched"]["zeros"] = f"{rep['comparison'][0]['average_bits']:.4f} bits"
+        db = BitsDatabase(b, _gptq_config(cfg), cfg.cache_dir)
+        for r in rep["layers"]:
+            db.install(r["name"], r["start_bits"])
+        row["layers"] = [(r["name"].replace("model.layers.", ""), r["bits"]) for r in rep["layers"]]
     else:
         points["searched"]["zeros"] = _zeros(res.bundle.model)
         q = cfg.grid(parse_budget(cfg.budget))[2].denominator
@@ -101,7 +116,9 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
             db.install(r["name"], r["zeros"] - r["level"] * (r["params"] // q))
         row["layers"] = [(r["name"].replace("model.layers.", ""), round(r["sparsity"], 4)) for r in rep["layers"]]
     points[start["name"]] = {"kl": start["kl"], "ppl": _ppl(b.model, b.tokenizer)}
-    if cfg.method != "drop":
+    if cfg.method == "gptq":
+        points[start["name"]]["zeros"] = f"{start['average_bits']:.4f} bits"
+    elif cfg.method != "drop":
         points[start["name"]]["zeros"] = _zeros(b.model)
     row["points"] = points
     return row
@@ -116,6 +133,15 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
     from hfcompress.stage import StageContext, run_stage
 
     cal, cfg = _setup(name, 0, 1, tokens, [1] * len(tokens))
+    if cfg.method == "gptq":  # the reference point: plain `quantize --method gptq --bits 4` (sequential)
+        from hfcompress.quantize import GPTQConfig
+
+        dense = hfcompress.load(str(MODEL), dtype="float32")
+        fitness = Fitness(dense.model, _fitness_windows(dense, cfg))
+        b = hfcompress.load(str(MODEL), dtype="float32")
+        run_stage(b, GPTQConfig(bits=4, group_size=cfg.gptq_group_size(), calibration=cal),
+                  StageContext(progress=False))
+        return {"kl": fitness(tokens[-1], b.model), "ppl": _ppl(b.model, b.tokenizer), "zeros": "4 bits"}
     s = float(cfg.budget.split("=")[1])
     cls = SparseGPTConfig if cfg.method == "sparsegpt" else WandaConfig
     dense = hfcompress.load(str(MODEL), dtype="float32")
@@ -140,7 +166,7 @@ def write_results(rows: list[dict]) -> None:
                   f"(survivors {r['survivors']}), {r['evaluations']} evaluations; budget check "
                   f"{json.dumps(r['budget_check'])}; search wall time {r['search_seconds_under_load']} s "
                   f"(database included when built in that run; under load).", "",
-                  "| profile | WikiText-2 ppl | KL to dense | zeros |", "|---|---:|---:|---:|"]
+                  "| profile | WikiText-2 ppl | KL to dense | zeros / bits |", "|---|---:|---:|---:|"]
         for label, p in r["points"].items():
             lines.append(f"| {label} | {p.get('ppl', '')} | {p['kl']:.4f} | {p.get('zeros', '')} |")
         if r.get("dropped"):

@@ -137,7 +137,7 @@ def test_drop_blocks_exact_and_reproducible(tiny, tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(budget="sparsity=0.6", levels="0.1:0.3"), "unreachable with levels 0.1..0.3"),
-    (dict(budget="bits=3.0", method="wanda"), "not searchable yet"),
+    (dict(budget="bits=3.0", method="wanda"), "searches sparsity levels, not bits: .* or --method gptq"),
     (dict(budget="blocks=2", method="wanda"), "searches sparsity levels, not blocks"),
     (dict(budget="sparsity=0.6", method="drop"), "searches blocks levels, not sparsity"),
     (dict(budget="zeros=5"), "write KIND=VALUE"),
@@ -164,7 +164,7 @@ def test_cli_search_and_one_line_error(tiny, tmp_path):
             "--samples", "4", "--seq-len", "32", "--tokens", "32", "--survivors", "1", "--offspring", "3",
             "--generations", "1", "--cache-dir", str(tmp_path / "cache"), "--no-baselines", "--no-progress"]
     bad = subprocess.run(base + ["--budget", "bits=3", "-o", str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not searchable yet" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "searches sparsity levels, not bits" in bad.stderr
     ok = subprocess.run(base + ["--budget", "sparsity=0.5", "-o", str(tmp_path / "out")], capture_output=True,
                         text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]

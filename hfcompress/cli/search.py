@@ -5,6 +5,7 @@
     hfcompress search HuggingFaceTB/SmolLM2-135M-Instruct --method sparsegpt --budget sparsity=0.6 \\
         --calibration fixtures/enwiki-sample --generations 40 -o out/smol-sgpt60-searched
     hfcompress search MODEL --method drop --budget blocks=6 -o out/smol-drop6
+    hfcompress search MODEL --method gptq --budget bits=3.5 --levels 2,3,4,8 -o out/smol-gptq-3.5bit
 
 DIR gets the compressed model (as ``compress`` writes it), ``recipe.yaml`` with the searched
 per-layer profile (``hfcompress compress`` reproduces it), ``search_report.json`` / ``.md`` and
@@ -32,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"method": args.method, "budget": args.budget,
                               "calibration": build_config(CalibrationConfig, {**cal_defaults, **cal_given}, flags=True)}
     for name in ("levels", "generations", "offspring", "tokens", "survivors", "max_switches", "seed", "batch_size",
-                 "cache_dir"):
+                 "cache_dir", "group_size"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
@@ -55,19 +56,24 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     f = SearchConfig.model_fields
     p = sub.add_parser("search", help="search per-layer levels for a budget (EvoPress-style)",
-                       description="Find the per-layer sparsity (Wanda / SparseGPT levels) or the set of blocks "
-                                   "to drop that meets a budget exactly with the least KL divergence to the dense "
+                       description="Find the per-layer sparsity (Wanda / SparseGPT levels), bit width (GPTQ "
+                                   "levels) or the set of blocks to drop that meets a budget exactly with the least KL divergence to the dense "
                                    "model, by evolutionary search over a cached level database. See docs/SEARCH.md.",
                        formatter_class=HelpFormatter)
     add_model_args(p)
     g = p.add_argument_group("search")
-    g.add_argument("--method", required=True, choices=["wanda", "sparsegpt", "drop"],
-                   help="whose levels are searched: wanda / sparsegpt sparsity per Linear, drop = whole blocks")
+    g.add_argument("--method", required=True, choices=["wanda", "sparsegpt", "drop", "gptq"],
+                   help="whose levels are searched: wanda / sparsegpt sparsity per Linear, drop = whole blocks, "
+                        "gptq = bit width per Linear")
     g.add_argument("--budget", required=True, metavar="KIND=VALUE",
-                   help="sparsity=S (average zeros over the targeted layers, exactly the uniform profile's count) "
-                        "or blocks=N (blocks dropped)")
-    g.add_argument("--levels", default=None, metavar="MIN:MAX[:STEP]",
-                   help="sparsity grid (default: budget +-0.25 within [0, 0.95], step 1/16)")
+                   help="sparsity=S (average zeros over the targeted layers, exactly the uniform profile's count), "
+                        "blocks=N (blocks dropped), bits=B (gptq: average bits per weight) or size=S (gptq: packed "
+                        "weights + scales, a fraction of the source (0<S<1) or bytes (S>1))")
+    g.add_argument("--levels", default=None, metavar="MIN:MAX[:STEP] | B1,B2,..",
+                   help="sparsity grid (default: budget +-0.25 within [0, 0.95], step 1/16); gptq: bit widths "
+                        "(default: 2,3,4,8)")
+    g.add_argument("--group-size", type=int, default=None,
+                   help="gptq: inputs per scale group (default: 128, with the 64 / 32 fallback; -1: per channel)")
     g.add_argument("--generations", type=int, default=None, help=f"generations (default: {f['generations'].default})")
     g.add_argument("--offspring", type=int, default=None, help=f"offspring per generation "
                                                               f"(default: {f['offspring'].default})")

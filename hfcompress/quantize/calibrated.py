@@ -233,7 +233,9 @@ def calibrate_blocks(model: Any, ids: torch.Tensor, chosen: dict[str, Any], make
     (``config.batch_size`` windows per chunk) from the block's unquantized forward, each matrix is
     quantized (GPTQ), then the block's outputs — from its quantized weights — feed the next block.
     With ``config.true_sequential`` the layers are quantized in execution order instead, each
-    seeing inputs from the already-quantized layers before it (lock-step chunks).
+    seeing inputs from the already-quantized layers before it (lock-step chunks). With
+    ``config.dense_inputs`` every block's outputs come from its dense weights (the quantized
+    ones are installed after the pass), so each layer is calibrated on the dense model's inputs.
     """
     stacks = find_block_stacks(model)
     targets = {n: t for n, t in chosen.items() if in_stacks(n, stacks)}
@@ -266,10 +268,18 @@ def calibrate_blocks(model: Any, ids: torch.Tensor, chosen: dict[str, Any], make
             grids[n] = grid
             done.append(n)
 
-    seq = Sequential(model, None, targets, on_group, on_chunk, config.batch_size, progress=progress,
-                     in_order=bool(getattr(config, "true_sequential", False)), stacks=stacks,
-                     compute_dtype=getattr(config, "calibration_torch_dtype", lambda: None)())
+    deferral = None
+    if getattr(config, "dense_inputs", False):  # every layer calibrated on the dense model's inputs
+        from ..prune.engine import DenseInputs
+
+        deferral = DenseInputs(targets, on_group)
+    seq = Sequential(model, None, targets, deferral.on_group if deferral else on_group, on_chunk, config.batch_size,
+                     progress=progress, in_order=bool(getattr(config, "true_sequential", False)), stacks=stacks,
+                     compute_dtype=getattr(config, "calibration_torch_dtype", lambda: None)(),
+                     after_block=deferral.after_block if deferral else None)
     seq.run(ids)
+    if deferral is not None:
+        deferral.flush()
     return {"grids": grids, "calibrated": done, "no_tokens": list(seq.stats.get("no_tokens", []))}
 
 

@@ -14,11 +14,12 @@ fails before any work without it; its output is a GPTQ checkpoint (gptqmodel loa
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..calibration import calibration_windows, describe_batch, modality_of
 from ..config import CalibrationConfig
@@ -43,6 +44,47 @@ class GPTQConfig(IntWeightConfig):
                                               "the stored layout is unchanged)")
     clip_search: bool = Field(True, description="per row and group, shrink the min/max range (0.75-1.0) where "
                                                  "that lowers the Hessian-weighted rounding error")
+    overrides: dict[str, int] = Field(default_factory=dict,
+                                      description="per-module bit widths (2-8), by module name or glob, e.g. "
+                                                  "{'model.layers.0.mlp.down_proj': 8} (mixed-precision "
+                                                  "checkpoint: one config group per bit width and group size)")
+    dense_inputs: bool = Field(False, description="calibrate every layer on the dense model's inputs (each "
+                                                  "block's outputs from its unquantized weights), as the level "
+                                                  "database of `hfcompress search --method gptq` does")
+
+    @field_validator("overrides")
+    @classmethod
+    def _override_bits(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: b for k, b in v.items() if not 2 <= int(b) <= 8}
+        if bad:
+            raise ValueError(f"override bit widths must be 2..8 (compressed-tensors pack-quantized), not {bad}")
+        return {k: int(b) for k, b in v.items()}
+
+    @model_validator(mode="after")
+    def _mixed_needs_one_scheme_per_module(self) -> GPTQConfig:
+        if self.overrides and self.uniform_scheme() and set(self.overrides.values()) != {self.bits}:
+            raise ValueError("per-module bit overrides need symmetric weights without quantized embeddings "
+                             "(an asymmetric / embedding checkpoint is dequantized at load with one scheme): "
+                             "drop --asymmetric / quantize_embeddings or the overrides")
+        return self
+
+    @staticmethod
+    def _matches(name: str, pat: str) -> bool:
+        return name == pat or fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}")
+
+    def bits_for(self, name: str) -> int:
+        """The module's bit width: its own override, else the first matching pattern, else ``bits``."""
+        if name in self.overrides:
+            return self.overrides[name]
+        return next((b for pat, b in self.overrides.items() if self._matches(name, pat)), self.bits)
+
+    def check_overrides(self, names: list[str]) -> None:
+        """One-line error for an override that names none of the quantized modules."""
+        unknown = [p for p in self.overrides if not any(self._matches(n, p) for n in names)]
+        if unknown:
+            raise UsageError(f"gptq overrides name no quantized module: {', '.join(unknown[:3])}"
+                             f"{' ...' if len(unknown) > 3 else ''} (give module names such as "
+                             "model.layers.0.mlp.down_proj or patterns such as '*.down_proj')")
 
 
 @register(GPTQConfig)
@@ -51,12 +93,15 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
     from .calibrated import calibrate_blocks
 
     chosen, kept, plan, sparsity_before = prepare(bundle, config)
+    config.check_overrides(list(chosen))
     ids = _calibration_ids(bundle, config.calibration)
     model = bundle.model
 
+    bits_of = {n: config.bits_for(n) for n in chosen}
+
     def make_grid(module: Any) -> ct.CTIntGrid:
         name = names[id(module)]
-        return ct.CTIntGrid(ct.weight_args(config.bits, plan[name], config.symmetric), module.in_features,
+        return ct.CTIntGrid(ct.weight_args(bits_of[name], plan[name], config.symmetric), module.in_features,
                             module.weight.dtype, clip_search=config.clip_search)
 
     names = {id(m): n for n, m in chosen.items()}
@@ -65,7 +110,7 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
     for name, module in chosen.items():
         if name not in grids:  # outside the block stack: round to nearest on the same grid
             Q, grids[name] = ct.rtn_quantize(module.weight.data,
-                                             ct.weight_args(config.bits, plan[name], config.symmetric))
+                                             ct.weight_args(bits_of[name], plan[name], config.symmetric))
             module.weight.data = Q
     summary: dict[str, Any] = {
         "backend": "hfcompress GPTQ (OBS error correction) -> compressed-tensors", "kind": config.kind,
@@ -73,7 +118,9 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
         "rounded_modules": sorted(set(chosen) - set(info["calibrated"])),
         "calibration": {**describe_batch(ids), "dataset": config.calibration.dataset},
     }
-    summary.update(finish(bundle, ctx, config, chosen, kept, plan, grids, sparsity_before))
+    if config.dense_inputs:
+        summary["dense_inputs"] = True
+    summary.update(finish(bundle, ctx, config, chosen, kept, plan, grids, sparsity_before, bits_of=bits_of))
     return summary
 
 

@@ -92,15 +92,23 @@ def quantize_embeddings(bundle: Any, config: IntWeightConfig, kept: list[str], p
 
 
 def finish(bundle: Any, ctx: Any, config: IntWeightConfig, chosen: dict[str, Any], kept: list[str],
-           plan: dict[str, int | None], grids: dict[str, Any], sparsity_before: float) -> dict[str, Any]:
-    """Install the compressed-tensors saver and build the stage summary (sizes from a scratch save)."""
+           plan: dict[str, int | None], grids: dict[str, Any], sparsity_before: float,
+           bits_of: dict[str, int] | None = None) -> dict[str, Any]:
+    """Install the compressed-tensors saver and build the stage summary (sizes from a scratch save).
+    ``bits_of``: per-module bit widths (mixed precision; default ``config.bits`` everywhere)."""
 
     embeddings = quantize_embeddings(bundle, config, kept, plan, grids) if config.quantize_embeddings else {}
     params = {name: grids[name].params() for name in [*chosen, *embeddings]}
-    bits_of = dict.fromkeys([*chosen, *embeddings], config.bits)
+    bits_of = {**dict.fromkeys([*chosen, *embeddings], config.bits), **(bits_of or {})}
     ct.attach(bundle, bits_of=bits_of, symmetric=config.symmetric, plan=plan, params=params, kept=kept,
               embeddings=list(embeddings))
     summary = ct.scheme_summary(config.bits, config.symmetric, {n: plan[n] for n in chosen}, config.group())
+    if len({bits_of[n] for n in chosen}) > 1:
+        counts: dict[str, int] = {}
+        for n in chosen:
+            counts[str(bits_of[n])] = counts.get(str(bits_of[n]), 0) + 1
+        summary["weight_bits"] = summary["bits"] = "mixed"  # (the card's tags read "bits")
+        summary["modules_per_bits"] = dict(sorted(counts.items()))
     if embeddings:
         summary["quantized_embeddings"] = {"modules": sorted(embeddings), "bits": config.bits}
     summary.update(measure(bundle, ctx, list(chosen), kept, sparsity_before=sparsity_before))

@@ -1,10 +1,12 @@
-"""The search's options and the budget spelling: ``sparsity=0.6``, ``blocks=6`` (checked before any work).
+"""The search's options and the budget spelling: ``sparsity=0.6``, ``blocks=6``, ``bits=3.5``,
+``size=0.25`` / ``size=6e7`` (checked before any work).
 
 ::
 
     from hfcompress.search import SearchConfig
     cfg = SearchConfig(method="sparsegpt", budget="sparsity=0.6", generations=40)
     cfg.parsed_budget()          # Budget(kind="sparsity", value=0.6)
+    SearchConfig(method="gptq", budget="size=0.25", levels="2,3,4,8", group_size=128)
 """
 
 from __future__ import annotations
@@ -23,18 +25,20 @@ from ..errors import UsageError
 BUDGET_KINDS = {
     "sparsity": "average fraction of zeros over the targeted Linear layers (parameter-weighted), e.g. sparsity=0.6",
     "blocks": "number of transformer blocks to drop, e.g. blocks=6",
-    "bits": "average bits per weight (mixed bit widths)",
-    "size": "size in bytes or as a fraction of the source",
+    "bits": "average bits per weight over the targeted Linear layers (parameter-weighted, scales excluded), "
+            "e.g. bits=3.5",
+    "size": "bytes of the targeted Linear layers' packed weights + scales, as a fraction of their source bytes "
+            "(0 < S < 1, e.g. size=0.25) or in bytes (S > 1, e.g. size=6e7)",
 }
 #: method -> the budget kinds its levels can meet
-METHOD_BUDGETS = {"wanda": ("sparsity",), "sparsegpt": ("sparsity",), "drop": ("blocks",)}
-#: budget kinds that have no searchable method yet (a one-line error says so)
-NOT_YET = ("bits", "size")
+METHOD_BUDGETS = {"wanda": ("sparsity",), "sparsegpt": ("sparsity",), "drop": ("blocks",), "gptq": ("bits", "size")}
+#: default bit-width levels of ``--method gptq``
+DEFAULT_BITS = (2, 3, 4, 8)
 
 
 @dataclass(frozen=True)
 class Budget:
-    """A parsed budget: ``kind`` (``sparsity`` | ``blocks``) and its value."""
+    """A parsed budget: ``kind`` (``sparsity`` | ``blocks`` | ``bits`` | ``size``) and its value."""
 
     kind: str
     value: float
@@ -60,6 +64,11 @@ def parse_budget(text: str) -> Budget:
         raise UsageError(f"budget {text!r}: sparsity must be in (0, 1), e.g. sparsity=0.6")
     if key == "blocks" and (number != int(number) or number < 1):
         raise UsageError(f"budget {text!r}: blocks is a whole number of blocks >= 1, e.g. blocks=6")
+    if key == "bits" and number <= 0:
+        raise UsageError(f"budget {text!r}: bits is a positive average bit width, e.g. bits=3.5")
+    if key == "size" and (number <= 0 or number == 1):
+        raise UsageError(f"budget {text!r}: size is a fraction of the source bytes (0 < S < 1, e.g. size=0.25) "
+                         "or a byte count (S > 1, e.g. size=6e7)")
     return Budget(key, number)
 
 
@@ -78,12 +87,18 @@ def parse_step(text: str) -> Fraction:
 class SearchConfig(StrictModel):
     """Budget-driven search of per-layer (or per-block) levels (EvoPress-style)."""
 
-    method: Literal["wanda", "sparsegpt", "drop"] = Field(
-        description="whose levels are searched: wanda / sparsegpt sparsity per Linear, or drop whole blocks")
-    budget: str = Field(description="sparsity=S (average over the targeted layers) or blocks=N (blocks dropped)")
+    method: Literal["wanda", "sparsegpt", "drop", "gptq"] = Field(
+        description="whose levels are searched: wanda / sparsegpt sparsity per Linear, drop whole blocks, or "
+                    "gptq bit widths per Linear")
+    budget: str = Field(description="sparsity=S (average over the targeted layers), blocks=N (blocks dropped), "
+                                    "bits=B (average bits per weight) or size=S (fraction or bytes)")
     levels: str | None = Field(
         None, description="sparsity grid MIN:MAX[:STEP] (default: budget +-0.25 within [0, 0.95], step 1/16); "
-                          "each level is the budget's uniform count of zeros plus whole steps")
+                          "each level is the budget's uniform count of zeros plus whole steps. gptq: the bit "
+                          "widths B1,B2,... (default 2,3,4,8)")
+    group_size: int | None = Field(None, ge=-1, le=65536,
+                                   description="gptq: inputs per scale group (default 128, with the 64 / 32 "
+                                               "fallback of `quantize`; -1: per output channel)")
     generations: int = Field(40, ge=0, le=100_000, description="generations of the evolutionary search")
     offspring: int = Field(16, ge=1, le=4096, description="offspring per generation")
     tokens: list[int] = Field(default_factory=lambda: [512, 2048],
@@ -119,9 +134,6 @@ class SearchConfig(StrictModel):
     def parsed_budget(self) -> Budget:
         """The budget, checked against the method (a one-line error for a mismatch)."""
         budget = parse_budget(self.budget)
-        if budget.kind in NOT_YET:
-            raise UsageError(f"budget {budget.kind}=... (mixed bit widths / size) is not searchable yet: use "
-                             "--method wanda|sparsegpt --budget sparsity=S or --method drop --budget blocks=N")
         if budget.kind not in METHOD_BUDGETS[self.method]:
             fits = [m for m, kinds in METHOD_BUDGETS.items() if budget.kind in kinds]
             raise UsageError(f"--method {self.method} searches {METHOD_BUDGETS[self.method][0]} levels, not "
@@ -129,7 +141,29 @@ class SearchConfig(StrictModel):
                              f"{' / '.join(fits)}")
         if self.method == "drop" and self.levels:
             raise UsageError("--levels applies to sparsity searches (drop levels are keep / drop): remove it")
+        if self.group_size is not None and self.method != "gptq":
+            raise UsageError("--group-size applies to --method gptq (bit-width levels): remove it")
+        if self.method == "gptq":
+            self.bit_levels(budget)
         return budget
+
+    def bit_levels(self, budget: Budget | None = None) -> tuple[int, ...]:
+        """The gptq bit widths (ascending; one-line error for a bad list or a ``bits=`` budget outside them)."""
+        levels = DEFAULT_BITS
+        if self.levels:
+            try:
+                levels = tuple(sorted({int(x) for x in self.levels.replace(" ", "").split(",") if x}))
+            except ValueError:
+                raise UsageError(f"--levels {self.levels!r}: gptq levels are bit widths, e.g. 2,3,4,8") from None
+            if len(levels) < 2 or any(not 2 <= b <= 8 for b in levels):
+                raise UsageError(f"--levels {self.levels!r}: give two or more bit widths in 2..8, e.g. 2,3,4,8")
+        if budget is not None and budget.kind == "bits" and not levels[0] <= budget.value <= levels[-1]:
+            raise UsageError(f"budget {budget} is unreachable with bit widths {','.join(map(str, levels))}: the "
+                             f"average lies in [{levels[0]}, {levels[-1]}]; change --budget or --levels")
+        return levels
+
+    def gptq_group_size(self) -> int:
+        return 128 if self.group_size is None else self.group_size
 
     def grid(self, budget: Budget) -> tuple[float, float, Fraction]:
         """``(min, max, step)`` of the sparsity grid (one-line error when the budget is outside it)."""

@@ -15,6 +15,11 @@ the calibration and the chunking), only what differs from the dense model:
 * ``levels/<layer>/<zeros>.safetensors``: the layer with that many zeros: a packed bitmask of
   the zeros, plus (SparseGPT, which updates the kept weights) the kept values.
 
+For GPTQ bit widths (:class:`BitsDatabase`): ``stats/`` holds GPTQ's Hessians ``2/N X^T X`` from
+one dense pass, and ``levels/<layer>/<bits>.safetensors`` the layer's int8 codes and scales (+ zero
+points) on compressed-tensors' grid, as ``quantize --method gptq`` with ``dense_inputs`` and that
+layer's bit override computes them.
+
 Entries are written atomically and reused by every later search of the same key.
 """
 
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..calibration import Hessians, Sequential, SquaredNorms
+from ..calibration import Hessians, Sequential, SquaredNorms, find_block_stacks
 from ..prune.engine import arch_info, calibration_ids, target_linears
 from ..prune.masks import prune_mask, zero_
 from ..prune.sparsegpt import SparseGPTConfig, sparsegpt_prune
@@ -247,6 +252,162 @@ class SparsityDatabase:
     def install(self, name: str, zeros: int) -> None:
         with torch.no_grad():
             self.linears[name].weight.copy_(self.weight(name, zeros))
+
+    def restore_dense(self, names: Iterable[str] | None = None) -> None:
+        with torch.no_grad():
+            for n in names or self.linears:
+                self.linears[n].weight.copy_(self.dense[n])
+
+
+class BitsDatabase:
+    """GPTQ variants of every target at given bit widths (see the module doc), on compressed-tensors' grid.
+
+    ``config`` is the :class:`~hfcompress.quantize.gptq.GPTQConfig` the searched recipe runs (with
+    ``dense_inputs``): its calibration, chunking, damping, act-order, clip search, group plan and
+    symmetry are those of every entry, so ``compress`` with the recipe reproduces the entries exactly.
+    An entry holds the int8 codes and the scales (+ zero points) of the layer at that width.
+    """
+
+    def __init__(self, bundle: Any, config: Any, cache_dir: str | os.PathLike | None = None, progress: bool = False):
+        from ..calibration.targets import in_stacks
+        from ..quantize.rtn import prepare
+
+        self.bundle, self.config, self.progress = bundle, config, progress
+        model = bundle.model
+        chosen, self.kept, self.plan, _ = prepare(bundle, config)
+        self.stacks = find_block_stacks(model)
+        self.linears = {n: m for n, m in chosen.items() if in_stacks(n, self.stacks)}
+        self.outside = sorted(set(chosen) - set(self.linears))
+        self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
+        ident = {"model": fingerprint(model), "method": "gptq", "calibration": config.calibration.model_dump(mode="json"),
+                 "batch_size": config.batch_size, "version": 1,
+                 "gptq": {k: getattr(config, k) for k in ("group_size", "symmetric", "act_order", "clip_search",
+                                                          "damp", "block_size", "skip_modules")}}
+        self.identity = ident
+        self.key = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=10).hexdigest()
+        self.root = Path(cache_dir or DEFAULT_CACHE).expanduser() / self.key
+        self.groups: list[list[str]] | None = None
+        self.built_now = {"stats": False, "entries": 0}
+
+    def shape(self, name: str) -> tuple[int, int]:
+        m = self.linears[name]
+        return int(m.out_features), int(m.in_features)
+
+    def entry_path(self, name: str, bits: int) -> Path:
+        return self.root / "levels" / _safe(name) / f"{bits}.safetensors"
+
+    def has(self, name: str, bits: int) -> bool:
+        return self.entry_path(name, bits).is_file()
+
+    def size_bytes(self) -> dict[str, int]:
+        def total(folder: Path) -> int:
+            return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) if folder.is_dir() else 0
+        return {"stats": total(self.root / "stats"), "levels": total(self.root / "levels")}
+
+    def _meta_path(self) -> Path:
+        return self.root / "meta.json"
+
+    def ensure_stats(self) -> None:
+        """The Hessians ``2/N X^T X`` of every input group from ONE pass of the dense model, chunked as
+        the GPTQ stage chunks it (``config.batch_size`` windows, two passes per block)."""
+        meta = self._meta_path()
+        if meta.is_file():
+            self.groups = json.loads(meta.read_text())["groups"]
+            return
+        from ..quantize.gptq import _calibration_ids
+
+        ids = _calibration_ids(self.bundle, self.config.calibration)
+        hess = Hessians(scale="mean2")
+        groups: list[list[str]] = []
+
+        def on_chunk(names: list[str], x: torch.Tensor) -> None:
+            hess.add(names[0], x)
+
+        def on_group(names: list[str], x: torch.Tensor | None) -> None:
+            if x is not None:
+                hess.add(names[0], x)
+            H, tokens = hess.pop(names[0])
+            groups.append(list(names))
+            data = {"H": H, "tokens": torch.tensor(tokens)} if tokens and H is not None else {"none": torch.zeros(0)}
+            _atomic_save(data, self.root / "stats" / f"{_safe(names[0])}.safetensors")
+
+        seq = Sequential(self.bundle.model, None, self.linears, on_group, on_chunk, self.config.batch_size,
+                         progress=self.progress, in_order=False, stacks=self.stacks)
+        seq.run(ids)
+        self.groups = groups
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": self.identity, "groups": groups}, indent=1))
+        os.replace(tmp, meta)
+        self.built_now["stats"] = True
+
+    def ensure(self, bits: Iterable[int], note: Any = None) -> None:
+        """Compute every missing ``(layer, bits)`` entry."""
+        bits = list(bits)
+        if all(self.has(n, b) for n in self.linears for b in bits):
+            return
+        self.ensure_stats()
+        assert self.groups is not None
+        done = 0
+        for group in self.groups:
+            todo = [(n, b) for n in group for b in bits if not self.has(n, b)]
+            if not todo:
+                continue
+            data = load_file(self.root / "stats" / f"{_safe(group[0])}.safetensors")
+            H = data.get("H")
+            for n, b in todo:
+                self._compute(n, b, H)
+            done += 1
+            if note is not None:
+                note(f"level database: {done} input groups computed")
+
+    @torch.no_grad()
+    def _compute(self, name: str, bits: int, H: torch.Tensor | None) -> None:
+        """The layer at ``bits``, exactly as the GPTQ stage's ``calibrate_blocks`` computes it."""
+        from ..formats import compressed_tensors as ct
+        from ..quantize.calibrated import gptq_quantize
+
+        cfg = self.config
+        W = self.dense[name]
+        if H is None:  # no calibration token reached the group: plain rounding (identity Hessian)
+            H = torch.eye(W.shape[1])
+        sparse = float((W == 0).float().mean()) > 0.01
+        grid = ct.CTIntGrid(ct.weight_args(bits, self.plan[name], cfg.symmetric), W.shape[1], W.dtype,
+                            clip_search=cfg.clip_search)
+        Q = gptq_quantize(W, H, grid, block_size=cfg.block_size, damp=cfg.damp,
+                          mask=(W != 0).float() if sparse else None, act_order=cfg.act_order)
+        scale, zp = grid.params()
+        g = grid.group_size
+        s = scale.float().repeat_interleave(g, dim=1)
+        z = zp.float().repeat_interleave(g, dim=1) if zp is not None else 0.0
+        codes = torch.round(Q / s + z)
+        tensors = {"codes": codes.to(torch.int8), "scale": scale}
+        if zp is not None:
+            tensors["zero_point"] = zp
+        if not torch.equal(self._decode(tensors, g, W.dtype), Q.to(W.dtype)):
+            raise AssertionError(f"level database: the codes of {name} at {bits} bits do not decode to its weights")
+        _atomic_save(tensors, self.entry_path(name, bits))
+        self.built_now["entries"] += 1
+
+    @staticmethod
+    def _decode(tensors: dict[str, torch.Tensor], group: int, dtype: torch.dtype) -> torch.Tensor:
+        s = tensors["scale"].float().repeat_interleave(group, dim=1)
+        z = tensors["zero_point"].float().repeat_interleave(group, dim=1) if "zero_point" in tensors else 0.0
+        return ((tensors["codes"].float() - z) * s).to(dtype)
+
+    def group_size_of(self, name: str) -> int:
+        g = self.plan[name]
+        return g if g else self.shape(name)[1]
+
+    def entry(self, name: str, bits: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
+        """(the layer's dequantized weight at ``bits``, its (scale, zero point) as the saver wants them)."""
+        data = load_file(self.entry_path(name, bits))
+        w = self._decode(data, self.group_size_of(name), self.dense[name].dtype)
+        return w, (data["scale"], data.get("zero_point"))
+
+    def install(self, name: str, bits: int) -> None:
+        with torch.no_grad():
+            self.linears[name].weight.copy_(self.entry(name, bits)[0])
 
     def restore_dense(self, names: Iterable[str] | None = None) -> None:
         with torch.no_grad():

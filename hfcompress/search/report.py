@@ -28,8 +28,9 @@ def record_points(path: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
         points = []
     for row in report["comparison"]:
         point = {"budget": report["budget"], "profile": row["name"], "kl": row["kl"]}
-        if "sparsity" in row:
-            point["sparsity"] = row["sparsity"]
+        for key in ("sparsity", "average_bits", "bytes"):
+            if key in row:
+                point[key] = row[key]
         points = [p for p in points if (p["budget"], p["profile"]) != (point["budget"], point["profile"])]
         points.append(point)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +65,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Comparison at the same budget (KL to the dense model, lower is better)", "",
               "| profile | KL | detail |", "|---|---:|---|"]
     for row in report["comparison"]:
-        detail = f"sparsity {row['sparsity']:.5f} ({row['zeros']} zeros)" if "zeros" in row \
-            else f"dropped {row.get('dropped')}"
+        if "zeros" in row:
+            detail = f"sparsity {row['sparsity']:.5f} ({row['zeros']} zeros)"
+        elif "average_bits" in row:
+            detail = f"{row['average_bits']:.4f} bits per weight, {row['bytes']} bytes (weights + scales)"
+        else:
+            detail = f"dropped {row.get('dropped')}"
         lines.append(f"| {row['name']} | {row['kl']:.5f} | {detail} |")
     lines += ["", "## Search curve (parent fitness by generation)", "", "| generation | KL | accepted |",
               "|---:|---:|---|"]
@@ -77,6 +82,9 @@ def markdown(report: dict[str, Any]) -> str:
     if report["kind"] == "sparsity":
         lines += ["| layer | sparsity | level |", "|---|---:|---:|"]
         lines += [f"| {r['name']} | {r['sparsity']:.4f} | {r['level']:+d} |" for r in report["layers"]]
+    elif report["kind"] == "bits":
+        lines += ["| layer | bits | group size | bytes |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['bits']} | {r['group_size']} | {r['bytes']} |" for r in report["layers"]]
     else:
         lines.append(f"dropped blocks: {report['dropped']}")
     return "\n".join(lines) + "\n"
@@ -103,6 +111,9 @@ def plots(report: dict[str, Any], folder: Path) -> list[str]:
     if report["kind"] == "sparsity":
         ax.bar(range(len(report["layers"])), [r["sparsity"] for r in report["layers"]])
         ax.set_ylabel("sparsity")
+    elif report["kind"] == "bits":
+        ax.bar(range(len(report["layers"])), [r["bits"] for r in report["layers"]])
+        ax.set_ylabel("bits")
     else:
         ax.bar(range(len(report["layers"])), [1 if r["dropped"] else 0 for r in report["layers"]])
         ax.set_ylabel("dropped")
@@ -112,13 +123,14 @@ def plots(report: dict[str, Any], folder: Path) -> list[str]:
     fig.savefig(folder / "search_levels.png", dpi=100)
     plt.close(fig)
     written.append("search_levels.png")
-    pts = [p for p in report.get("pareto", []) if "sparsity" in p]
+    xkey = "average_bits" if report["kind"] == "bits" else "sparsity"
+    pts = [p for p in report.get("pareto", []) if xkey in p]
     if pts:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name in sorted({p["profile"] for p in pts}):
-            sel = sorted((p["sparsity"], p["kl"]) for p in pts if p["profile"] == name)
+            sel = sorted((p[xkey], p["kl"]) for p in pts if p["profile"] == name)
             ax.plot([s for s, _ in sel], [k for _, k in sel], marker="o", label=name)
-        ax.set_xlabel("sparsity (targeted layers)")
+        ax.set_xlabel("sparsity (targeted layers)" if xkey == "sparsity" else "average bits per weight")
         ax.set_ylabel("KL to dense")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
@@ -137,10 +149,13 @@ def card_section(report: dict[str, Any]) -> str:
     """The card section's markdown body (its title is :data:`SECTION_TITLE`)."""
     cal, fit = report["calibration"], report["fitness"]
     rows = "\n".join(f"| {r['name']} | {r['kl']:.5f} |" for r in report["comparison"])
-    return (f"The per-{'layer sparsity' if report['kind'] == 'sparsity' else 'block keep / drop'} profile of this "
+    unit = {"sparsity": "layer sparsity", "bits": "layer bit width"}.get(report["kind"], "block keep / drop")
+    met = "met exactly" if report["budget_check"].get("exact", True) else \
+        "met as closely as the levels allow without exceeding it"
+    return (f"The per-{unit} profile of this "
             f"model was **searched** by `hfcompress search` (EvoPress-style evolutionary search, "
             f"{report['search']['generations']} generations) for the budget `{report['budget']}` with "
-            f"`{report['method']}` levels, met exactly. Candidates were scored by their {fit['metric']} on "
+            f"`{report['method']}` levels, {met}. Candidates were scored by their {fit['metric']} on "
             f"`{_public(cal['dataset'])}` text (the calibration data; never the evaluation text), "
             f"{fit['tokens_scored'][-1]} tokens in the last selection step. Against the alternatives at the same "
             f"budget:\n\n| profile | KL to the dense model |\n|---|---:|\n{rows}\n\n"

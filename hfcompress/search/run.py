@@ -6,6 +6,7 @@
     result = hfcompress.search("HuggingFaceTB/SmolLM2-135M-Instruct", method="sparsegpt",
                                budget="sparsity=0.6", generations=40, output="out/smol-sgpt60")
     result.report["comparison"]          # searched vs uniform vs OWL (KL to the dense model)
+    hfcompress.search(MODEL, method="gptq", budget="bits=3.5", levels="2,3,4,8", output="out/smol-3.5bit")
 
 Order of work: every option and the output folder are checked before the model is loaded; the
 level database is built (or read from the cache); the fitness reference (the dense model's
@@ -32,6 +33,7 @@ import torch
 
 from ..config import CalibrationConfig, build_config
 from ..errors import UnsupportedError, UsageError
+from ..formats import compressed_tensors as ct
 from ..io import atomic_folder, check_output, write_json
 from ..loading import ModelBundle, load
 from ..pipeline import compress
@@ -39,11 +41,12 @@ from ..prune.drop import DropBlocksConfig
 from ..prune.engine import arch_info, calibration_ids, target_linears
 from ..prune.sparsegpt import SparseGPTConfig
 from ..prune.wanda import WandaConfig
+from ..quantize.gptq import GPTQConfig
 from ..recipes import Recipe
 from ..stage import StageContext, run_stage
 from . import report as _report
 from .budget import Budget, SearchConfig
-from .database import DEFAULT_CACHE, SparsityDatabase, fingerprint
+from .database import DEFAULT_CACHE, BitsDatabase, SparsityDatabase, fingerprint
 from .evolve import SearchState, evolve
 from .fitness import Fitness, skipped_blocks
 from .space import Profile, Space
@@ -168,9 +171,13 @@ def search(model: str | os.PathLike | ModelBundle, config: SearchConfig | None =
         raise UnsupportedError(f"search scores candidates by their next-token distribution: it needs a causal "
                                f"language model, and this is a {bundle.task} model")
     cache_root = Path(config.cache_dir or DEFAULT_CACHE).expanduser()
+    # bit widths: the level costs and the budget's reachability are checked before any calibration work
+    prepared = _prepare_bits(bundle, config, budget, cache_root, progress) if config.method == "gptq" else None
     windows = _fitness_windows(bundle, config)
     if budget.kind == "sparsity":
         result = _search_sparsity(bundle, config, budget, grid, windows, cache_root, progress)
+    elif prepared is not None:
+        result = _search_bits(bundle, config, budget, prepared, windows, progress)
     else:
         result = _search_drop(bundle, config, budget, windows, cache_root, progress)
     result["report"]["seconds"] = round(time.perf_counter() - started, 1)
@@ -304,6 +311,215 @@ def _search_drop(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, windows
               "dropped": best, "comparison": comparison}
     return {"report": report, "state": state, "recipe_cfg": DropBlocksConfig(blocks=best), "fitness": fitness,
             "expected": None, "db_root": root}
+
+
+# ---------------------------------------------------------------------------------------- bit widths
+@dataclass
+class BitsPlan:
+    """The bit-width space: per layer its cost at each level (bits or bytes, over the gcd ``unit``)."""
+
+    names: list[str]
+    levels: tuple[int, ...]
+    numel: dict[str, int]
+    nbytes: dict[str, list[int]]  # packed int + scale (+ zero point) bytes at each level
+    unit: int  # the gcd of every level cost
+    target: Fraction  # the budget, in bits or bytes
+    achieved: int  # the start's (and every searched profile's) total, in units
+    low: int
+    high: int
+    source_bytes: int
+    space: Space
+
+    def bits(self, profile: Profile) -> dict[str, int]:
+        return {n: self.levels[k] for n, k in zip(self.names, profile, strict=True)}
+
+    def totals(self, profile: Profile) -> dict[str, Any]:
+        """Average bits per weight (parameter-weighted) and bytes (weights + scales) of ``profile``."""
+        bits = self.bits(profile)
+        n = sum(self.numel.values())
+        total_bits = sum(bits[x] * self.numel[x] for x in self.names)
+        nbytes = sum(self.nbytes[x][k] for x, k in zip(self.names, profile, strict=True))
+        return {"average_bits": total_bits / n, "total_bits": total_bits, "bytes": nbytes,
+                "fraction_of_source": nbytes / self.source_bytes}
+
+
+def layer_bytes(shape: tuple[int, int], bits: int, group: int | None, scale_bytes: int, zero_points: bool) -> int:
+    """Bytes compressed-tensors ``pack-quantized`` stores for one Linear: the codes packed densely into
+    int32 (``ceil(in * bits / 32)`` per row) plus one scale (+ int8 zero point) per row and group."""
+    rows, cols = shape
+    groups = cols // group if group else 1
+    return rows * math.ceil(cols * bits / 32) * 4 + rows * groups * (scale_bytes + (1 if zero_points else 0))
+
+
+#: most DP bits (units x reachable totals) the start-profile search may hold
+_DP_LIMIT = 4_000_000_000
+
+
+def plan_bits(db: BitsDatabase, budget: Budget, levels: tuple[int, ...]) -> BitsPlan:
+    """Level costs, the exact (or largest not above) reachable total, and a near-uniform start profile
+    meeting it; one-line errors for a budget outside [all lowest, all highest]."""
+    names = list(db.linears)
+    shapes = {n: db.shape(n) for n in names}
+    numel = {n: r * c for n, (r, c) in shapes.items()}
+    itemsize = {n: db.dense[n].element_size() for n in names}
+    asym = not db.config.symmetric
+    nbytes = {n: [layer_bytes(shapes[n], b, db.plan[n], itemsize[n], asym) for b in levels] for n in names}
+    source_bytes = sum(numel[n] * itemsize[n] for n in names)
+    if budget.kind == "bits":
+        raw = {n: [b * numel[n] for b in levels] for n in names}
+        target = Fraction(str(budget.value)) * sum(numel.values())
+    else:
+        raw = nbytes
+        target = Fraction(str(budget.value)) * (source_bytes if budget.value < 1 else 1)
+    unit = 0
+    for n in names:
+        for c in raw[n]:
+            unit = math.gcd(unit, c)
+    costs = [[c // unit for c in raw[n]] for n in names]
+    low, high = sum(c[0] for c in costs), sum(c[-1] for c in costs)
+    what = "average bits" if budget.kind == "bits" else "bytes"
+    if target < low * unit or target > high * unit:
+        shown = (lambda v: f"{v / sum(numel.values()):.4g} bits") if budget.kind == "bits" else \
+            (lambda v: f"{v:.6g} bytes ({v / source_bytes:.4g} of the source)")
+        raise UsageError(f"budget {budget} is unreachable with bit widths {','.join(map(str, levels))}: the "
+                         f"{what} lie between {shown(low * unit)} (all {levels[0]}-bit) and {shown(high * unit)} "
+                         f"(all {levels[-1]}-bit); change --budget or --levels")
+    if high * len(names) > _DP_LIMIT:
+        raise UnsupportedError(f"budget {budget}: the level costs of this model have too small a common divisor "
+                               f"({unit}) for an exact search; use a bits= budget or other --levels")
+    t_units = math.floor(target / unit)
+    reach = [1]
+    for c in costs:
+        prev, cur = reach[-1], 0
+        for x in c:
+            cur |= prev << x
+        reach.append(cur)
+    best = (reach[-1] & ((1 << (t_units + 1)) - 1)).bit_length() - 1
+    # a near-uniform start: each layer at the level nearest its share of the total (last layers first)
+    share = (best - low) / max(high - low, 1)
+    start = [0] * len(names)
+    r = best
+    for u in range(len(names) - 1, -1, -1):
+        c = costs[u]
+        ideal = c[0] + share * (c[-1] - c[0])
+        for k in sorted(range(len(c)), key=lambda k: (abs(c[k] - ideal), k)):
+            if r - c[k] >= 0 and (reach[u] >> (r - c[k])) & 1:
+                start[u] = k
+                r -= c[k]
+                break
+        else:  # the reachability table says some level fits
+            raise AssertionError("search: no start profile for a reachable total")
+    space = Space(names, [0] * len(names), [len(levels) - 1] * len(names), [1] * len(names), costs=costs,
+                  origin=tuple(start))
+    return BitsPlan(names, levels, numel, nbytes, unit, target, best, low, high, source_bytes, space)
+
+
+def _gptq_config(cfg: SearchConfig, overrides: dict[str, int] | None = None) -> GPTQConfig:
+    """The GPTQ stage of the searched recipe (``dense_inputs``; every target's width in ``overrides``)."""
+    return GPTQConfig(bits=8, group_size=cfg.gptq_group_size(), symmetric=True, calibration=cfg.calibration,
+                      batch_size=cfg.batch_size or GPTQConfig.model_fields["batch_size"].default,
+                      dense_inputs=True, overrides=overrides or {})
+
+
+def _prepare_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, cache_root: Path,
+                  progress: bool) -> tuple[BitsDatabase, BitsPlan]:
+    db = BitsDatabase(bundle, _gptq_config(cfg), cache_root, progress=progress)
+    return db, plan_bits(db, budget, cfg.bit_levels(budget))
+
+
+def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepared: tuple[BitsDatabase, BitsPlan],
+                 windows: torch.Tensor, progress: bool) -> dict[str, Any]:
+    db, plan = prepared
+    model = bundle.model
+    fitness = Fitness(model, windows)  # the dense reference, before any level is installed
+    t = time.perf_counter()
+    _say(progress, f"search: level database {db.key}: {len(plan.levels)} bit widths x {len(plan.names)} layers")
+    db.ensure(plan.levels, note=(lambda m: _say(progress, f"search: {m}")) if progress else None)
+    db_seconds = round(time.perf_counter() - t, 1)
+    current: dict[str, int] = {}
+
+    def install(profile: Profile) -> None:
+        for n, b in plan.bits(profile).items():
+            if current.get(n) != b:
+                db.install(n, b)
+                current[n] = b
+
+    def evaluate(profile: Profile, tokens: int) -> float:
+        install(profile)
+        return fitness(tokens)
+
+    key = _state_key({"db": db.key, "budget": str(budget), "levels": list(plan.levels), "offspring": cfg.offspring,
+                      "tokens": cfg.tokens, "survivors": cfg.survivors, "max_switches": cfg.max_switches,
+                      "seed": cfg.seed})
+    state = evolve(plan.space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
+                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
+                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+    best = tuple(state.parent)
+    if plan.space.cost(best) != plan.achieved:  # the space guarantees it; a broken invariant must not pass
+        raise AssertionError("search: the profile's total differs from the budget's")
+    bits = plan.bits(best)
+    totals, start_totals = plan.totals(best), plan.totals(plan.space.start)
+    row = {"average_bits": totals["average_bits"], "bytes": totals["bytes"]}
+    comparison = [{"name": "searched", "kl": state.fitness, **row},
+                  {"name": "start (near-uniform, dense inputs)", "kl": state.curve[0]["fitness"],
+                   "average_bits": start_totals["average_bits"], "bytes": start_totals["bytes"]}]
+    install(best)
+    expected = {n: m.weight.detach().clone() for n, m in db.linears.items()}
+    db.restore_dense()
+    current.clear()
+    uniform = sorted({b for b in plan.bits(plan.space.start).values()})
+    if cfg.baselines and len(uniform) == 1 and uniform[0] in (4, 8):
+        _say(progress, f"search: scoring the uniform {uniform[0]}-bit baseline (gptq, sequential)")
+        other = copy.deepcopy(bundle)
+        base = _gptq_config(cfg).model_copy(update={"bits": uniform[0], "dense_inputs": False})
+        run_stage(other, base, StageContext(progress=False))
+        comparison.append({"name": f"uniform {uniform[0]}-bit (quantize --method gptq)",
+                           "kl": fitness(cfg.tokens[-1], other.model), **row})
+        del other
+    exact = plan.achieved * plan.unit == plan.target
+    if budget.kind == "bits":
+        check = {"budget_bits": budget.value, "average_bits": totals["average_bits"], "total_bits": totals["total_bits"],
+                 "targeted_parameters": sum(plan.numel.values()), "exact": exact}
+    else:
+        check = {"budget_bytes": float(plan.target), "bytes": totals["bytes"],
+                 "fraction_of_source": totals["fraction_of_source"], "source_bytes": plan.source_bytes,
+                 "exact": exact}
+    if not exact:
+        check["note"] = "no mix of the levels meets the budget exactly: the largest total not above it"
+    layers = [{"name": n, "bits": bits[n], "level": k, "params": plan.numel[n], "bytes": plan.nbytes[n][k],
+               "group_size": db.plan[n] or "channel", "start_bits": plan.levels[k0]}
+              for n, k, k0 in zip(plan.names, best, plan.space.start, strict=True)]
+    sizes = db.size_bytes()
+    report = {
+        "method": cfg.method, "budget": str(budget), "kind": "bits",
+        "grid": {"levels": list(plan.levels), "unit": "Linear layer", "units": len(plan.names),
+                 "group_size": cfg.gptq_group_size(), "symmetric": True},
+        "budget_check": check,
+        "accounting": {"bits": "average bits per weight over the targeted Linear weights, parameter-weighted; "
+                               "scales excluded",
+                       "size": "packed int32 codes + scales (+ zero points) of the targeted Linear weights, as "
+                               "stored (compressed-tensors' weight_shape entries excluded)",
+                       "average_bits": totals["average_bits"], "bytes": totals["bytes"],
+                       "source_bytes": plan.source_bytes, "fraction_of_source": totals["fraction_of_source"]},
+        "database": {"key": db.key, "stats_bytes": sizes["stats"], "level_bytes": sizes["levels"],
+                     "built_stats_now": db.built_now["stats"], "entries_computed_now": db.built_now["entries"],
+                     "seconds": db_seconds},
+        "layers": layers, "comparison": comparison,
+    }
+    if db.outside:
+        report["outside_blocks"] = {"modules": db.outside, "bits": 8, "note": "rounded to nearest at 8 bits by the "
+                                    "GPTQ stage; not in the budget"}
+
+    def assemble() -> None:
+        install(best)
+        params = {n: db.entry(n, bits[n])[1] for n in plan.names}
+        chosen_bits = {**dict.fromkeys(db.outside, 8), **bits}
+        if not db.outside:
+            ct.attach(bundle, bits_of=chosen_bits, symmetric=True, plan={n: db.plan[n] for n in plan.names},
+                      params=params, kept=db.kept)
+
+    return {"report": report, "state": state, "recipe_cfg": _gptq_config(cfg, bits), "fitness": fitness,
+            "expected": expected, "db_root": db.root, "assemble": assemble}
 
 
 # ---------------------------------------------------------------------------------------- output

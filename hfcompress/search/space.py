@@ -9,6 +9,10 @@ For sparsity, level ``k`` of a layer with ``n`` weights holds ``base + k * n * s
 three steps of the smaller one. For dropping, ``k`` is 0 (kept) or 1 (dropped) relative to the
 start set, weight 1.
 
+For bit widths, a unit's levels are its bit widths (index 0 = the lowest) with an explicit cost
+per level (``costs[u][k]``: bits or bytes, over the gcd), the start is the budget's start profile,
+and the budget is met when the total equals the start's.
+
 A mutation (EvoPress's level switch) moves one unit a level up or down and *repairs* the cost
 by moving other units the other way until the total change is exactly zero (units of the same
 weight first, so most switches are clean swaps); a switch that cannot be repaired is retried
@@ -31,21 +35,33 @@ class Space:
     lo: list[int]
     hi: list[int]
     weight: list[int]
+    #: per unit, the cost of each level index (None: level k costs ``k * weight``)
+    costs: list[list[int]] | None = None
+    #: the start profile (None: level 0 everywhere)
+    origin: Profile | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.names) == len(self.lo) == len(self.hi) == len(self.weight)):
             raise ValueError("space: one lo / hi / weight per unit")
+        self.total = self.cost(self.start)
 
     @property
     def start(self) -> Profile:
-        return tuple(0 for _ in self.names)
+        return self.origin if self.origin is not None else tuple(0 for _ in self.names)
+
+    def level_cost(self, u: int, k: int) -> int:
+        return self.costs[u][k] if self.costs is not None else k * self.weight[u]
 
     def cost(self, profile: Profile) -> int:
-        return sum(k * w for k, w in zip(profile, self.weight, strict=True))
+        return sum(self.level_cost(u, k) for u, k in enumerate(profile))
 
     def valid(self, profile: Profile) -> bool:
         return all(lo <= k <= hi for k, lo, hi in zip(profile, self.lo, self.hi, strict=True)) and \
-            self.cost(profile) == 0
+            self.cost(profile) == self.total
+
+    def _delta(self, u: int, k: int, d: int) -> int:
+        """|cost change| of moving unit ``u`` from level ``k`` by ``d`` (costs increase with the level)."""
+        return abs(self.level_cost(u, k + d) - self.level_cost(u, k))
 
     def _switch(self, child: list[int], rng: random.Random) -> bool:
         """One cost-neutral level switch in place; False when none was found in a few tries."""
@@ -56,19 +72,21 @@ class Space:
             if not self.lo[a] <= child[a] + d <= self.hi[a]:
                 continue
             trial = list(child)
+            need = self._delta(a, trial[a], d)
             trial[a] += d
-            need = self.weight[a]
             others = [b for b in range(n) if b != a]
             rng.shuffle(others)
-            same = [b for b in others if self.weight[b] == need]
+            same = [b for b in others if self.lo[b] <= trial[b] - d <= self.hi[b]
+                    and self._delta(b, trial[b], -d) == need]
             for pool in (same, others):
                 progress = True
                 while need and progress:
                     progress = False
                     for b in pool:
-                        if need and self.weight[b] <= need and self.lo[b] <= trial[b] - d <= self.hi[b]:
+                        if need and self.lo[b] <= trial[b] - d <= self.hi[b] and \
+                                (step := self._delta(b, trial[b], -d)) <= need:
                             trial[b] -= d
-                            need -= self.weight[b]
+                            need -= step
                             progress = True
                             if pool is same:
                                 break
