@@ -21,6 +21,8 @@ from hfcompress.registry import methods
 
 #: Spellings kept only for compatibility, equal to the default by design (never a change to see).
 ALIASES = {("evaluate", "--progress")}
+#: flags their method cannot run without: omitting one must be refused in one line, giving it must reach the run
+REQUIRED = {("prune", "--blocks")}
 
 
 class _Result:
@@ -117,6 +119,13 @@ def _check_verb(verb: str, base: list[str], calls, capsys, *, method_flag: bool 
             if method:
                 argv[argv.index("--method") + 1] = method
         rc0, seen0, err0 = _run(argv, calls, capsys)
+        if (verb, flag) in REQUIRED:
+            errors = [ln for ln in err0.splitlines() if ln.startswith("error:")]
+            runs = [_run([*argv, *extra], calls, capsys) for extra in _values(action)]
+            if rc0 == 0 or len(errors) != 1 or not runs or any(r[0] != 0 for r in runs):
+                failures.append(f"{verb} {flag} (required): omitted rc={rc0} {err0.strip()[:120]}; "
+                                f"given rc={[r[0] for r in runs]}")
+            continue
         assert rc0 == 0, (verb, argv, err0)
         outcomes = []
         for extra in _values(action):

@@ -362,3 +362,32 @@ class _Sink:
         if parts[0] is None:
             return self.buf
         return merge_outputs(parts, [self.sizes[k] for k in keys], self.buf)
+
+
+class DenseInputs:
+    """``dense_inputs``: each group's new weights are held back until its block's outputs are computed,
+    so every layer (and every later block) is calibrated on the dense model's inputs.
+
+    Wraps a method's ``on_group``; pass :meth:`after_block` to :class:`Sequential` and call
+    :meth:`flush` after the run (targets outside the blocks).
+    """
+
+    def __init__(self, linears: dict[str, Any], on_group: Any):
+        self.linears, self.inner, self.pending = linears, on_group, {}
+
+    @torch.no_grad()
+    def on_group(self, names: list[str], x: torch.Tensor | None) -> None:
+        dense = {n: self.linears[n].weight.detach().clone() for n in names}
+        self.inner(names, x)
+        for n in names:
+            w = self.linears[n].weight
+            self.pending[n] = w.detach().clone()
+            w.copy_(dense[n])
+
+    @torch.no_grad()
+    def flush(self, *_: Any) -> None:
+        for n, w in self.pending.items():
+            self.linears[n].weight.copy_(w)
+        self.pending.clear()
+
+    after_block = flush

@@ -26,6 +26,7 @@ from torch import nn
 from ..calibration import (
     AUTO_CHUNK_TOKENS,
     BlockStack,
+    DenseInputs,
     Sequential,
     calibration_windows,
     find_block_stacks,
@@ -144,35 +145,6 @@ def sparsity_summary(linears: dict[str, Any], model: Any = None) -> dict[str, An
         total += w.numel()
     return {"target_sparsity_actual": round(zeros / max(total, 1), 5), "targeted_modules": len(linears),
             "targeted_parameters": total}
-
-
-class DenseInputs:
-    """``dense_inputs``: each group's new weights are held back until its block's outputs are computed,
-    so every layer (and every later block) is calibrated on the dense model's inputs.
-
-    Wraps a method's ``on_group``; pass :meth:`after_block` to :class:`Sequential` and call
-    :meth:`flush` after the run (targets outside the blocks).
-    """
-
-    def __init__(self, linears: dict[str, Any], on_group: Any):
-        self.linears, self.inner, self.pending = linears, on_group, {}
-
-    @torch.no_grad()
-    def on_group(self, names: list[str], x: torch.Tensor | None) -> None:
-        dense = {n: self.linears[n].weight.detach().clone() for n in names}
-        self.inner(names, x)
-        for n in names:
-            w = self.linears[n].weight
-            self.pending[n] = w.detach().clone()
-            w.copy_(dense[n])
-
-    @torch.no_grad()
-    def flush(self, *_: Any) -> None:
-        for n, w in self.pending.items():
-            self.linears[n].weight.copy_(w)
-        self.pending.clear()
-
-    after_block = flush
 
 
 @dataclass

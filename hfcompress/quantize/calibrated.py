@@ -29,6 +29,7 @@ import torch
 from pydantic import Field
 
 from ..calibration import (
+    DenseInputs,
     Hessians,
     Sequential,
     calibration_windows,
@@ -270,8 +271,6 @@ def calibrate_blocks(model: Any, ids: torch.Tensor, chosen: dict[str, Any], make
 
     deferral = None
     if getattr(config, "dense_inputs", False):  # every layer calibrated on the dense model's inputs
-        from ..prune.engine import DenseInputs
-
         deferral = DenseInputs(targets, on_group)
     seq = Sequential(model, None, targets, deferral.on_group if deferral else on_group, on_chunk, config.batch_size,
                      progress=progress, in_order=bool(getattr(config, "true_sequential", False)), stacks=stacks,

@@ -38,9 +38,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..calibration import Hessians, Sequential, SquaredNorms, find_block_stacks
+from ..calibration.targets import in_stacks
+from ..formats import compressed_tensors as ct
 from ..prune.engine import arch_info, calibration_ids, target_linears
 from ..prune.masks import prune_mask, zero_
 from ..prune.sparsegpt import SparseGPTConfig, sparsegpt_prune
+from ..quantize.calibrated import gptq_quantize
+from ..quantize.gptq import _calibration_ids
+from ..quantize.rtn import prepare
 
 DEFAULT_CACHE = Path(os.environ.get("HFCOMPRESS_SEARCH_CACHE", Path.home() / ".cache" / "hfcompress" / "search"))
 
@@ -269,8 +274,6 @@ class BitsDatabase:
     """
 
     def __init__(self, bundle: Any, config: Any, cache_dir: str | os.PathLike | None = None, progress: bool = False):
-        from ..calibration.targets import in_stacks
-        from ..quantize.rtn import prepare
 
         self.bundle, self.config, self.progress = bundle, config, progress
         model = bundle.model
@@ -314,7 +317,6 @@ class BitsDatabase:
         if meta.is_file():
             self.groups = json.loads(meta.read_text())["groups"]
             return
-        from ..quantize.gptq import _calibration_ids
 
         ids = _calibration_ids(self.bundle, self.config.calibration)
         hess = Hessians(scale="mean2")
@@ -364,8 +366,6 @@ class BitsDatabase:
     @torch.no_grad()
     def _compute(self, name: str, bits: int, H: torch.Tensor | None) -> None:
         """The layer at ``bits``, exactly as the GPTQ stage's ``calibrate_blocks`` computes it."""
-        from ..formats import compressed_tensors as ct
-        from ..quantize.calibrated import gptq_quantize
 
         cfg = self.config
         W = self.dense[name]
