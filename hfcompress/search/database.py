@@ -89,7 +89,46 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(packed.numpy())[:n].astype(bool)).reshape(shape)
 
 
-class SparsityDatabase:
+class _LevelStore:
+    """What both databases share: the on-disk layout ``<cache>/<key>/{meta.json, stats/, levels/<layer>/<level>.safetensors}``
+    keyed by a hash of ``identity``, and the dense weights to restore."""
+
+    linears: dict[str, Any]
+    dense: dict[str, torch.Tensor]
+
+    def _open(self, ident: dict[str, Any], cache_dir: str | os.PathLike | None) -> None:
+        self.identity = ident
+        self.key = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=10).hexdigest()
+        self.root = Path(cache_dir or DEFAULT_CACHE).expanduser() / self.key
+        self.groups: list[list[str]] | None = None
+        self.built_now = {"stats": False, "entries": 0}
+
+    def shape(self, name: str) -> tuple[int, int]:
+        m = self.linears[name]
+        return int(m.out_features), int(m.in_features)
+
+    def entry_path(self, name: str, level: int) -> Path:
+        return self.root / "levels" / _safe(name) / f"{level}.safetensors"
+
+    def has(self, name: str, level: int) -> bool:
+        return self.entry_path(name, level).is_file()
+
+    def size_bytes(self) -> dict[str, int]:
+        """Bytes on disk: statistics and level entries."""
+        def total(folder: Path) -> int:
+            return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) if folder.is_dir() else 0
+        return {"stats": total(self.root / "stats"), "levels": total(self.root / "levels")}
+
+    def _meta_path(self) -> Path:
+        return self.root / "meta.json"
+
+    def restore_dense(self, names: Iterable[str] | None = None) -> None:
+        with torch.no_grad():
+            for n in names or self.linears:
+                self.linears[n].weight.copy_(self.dense[n])
+
+
+class SparsityDatabase(_LevelStore):
     """Wanda / SparseGPT variants of every target at given zero counts (see the module doc)."""
 
     def __init__(self, bundle: Any, method: str, calibration: Any, batch_size: int | None,
@@ -105,33 +144,9 @@ class SparsityDatabase:
                  "batch_size": batch_size, "version": 1}
         if method == "sparsegpt":
             ident["sparsegpt"] = {"percdamp": self.sgpt.percdamp, "blocksize": self.sgpt.blocksize}
-        self.identity = ident
-        self.key = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=10).hexdigest()
-        self.root = Path(cache_dir or DEFAULT_CACHE).expanduser() / self.key
-        self.groups: list[list[str]] | None = None
-        self.built_now = {"stats": False, "entries": 0}
-
-    # -- layout ---------------------------------------------------------------------------
-    def shape(self, name: str) -> tuple[int, int]:
-        m = self.linears[name]
-        return int(m.out_features), int(m.in_features)
-
-    def entry_path(self, name: str, zeros: int) -> Path:
-        return self.root / "levels" / _safe(name) / f"{zeros}.safetensors"
-
-    def has(self, name: str, zeros: int) -> bool:
-        return self.entry_path(name, zeros).is_file()
-
-    def size_bytes(self) -> dict[str, int]:
-        """Bytes on disk: statistics and level entries."""
-        def total(folder: Path) -> int:
-            return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) if folder.is_dir() else 0
-        return {"stats": total(self.root / "stats"), "levels": total(self.root / "levels")}
+        self._open(ident, cache_dir)
 
     # -- statistics: one dense calibration pass ---------------------------------------------
-    def _meta_path(self) -> Path:
-        return self.root / "meta.json"
-
     def ensure_stats(self) -> None:
         meta = self._meta_path()
         if meta.is_file():
@@ -258,13 +273,9 @@ class SparsityDatabase:
         with torch.no_grad():
             self.linears[name].weight.copy_(self.weight(name, zeros))
 
-    def restore_dense(self, names: Iterable[str] | None = None) -> None:
-        with torch.no_grad():
-            for n in names or self.linears:
-                self.linears[n].weight.copy_(self.dense[n])
 
 
-class BitsDatabase:
+class BitsDatabase(_LevelStore):
     """GPTQ variants of every target at given bit widths (see the module doc), on compressed-tensors' grid.
 
     ``config`` is the :class:`~hfcompress.quantize.gptq.GPTQConfig` the searched recipe runs (with
@@ -286,29 +297,7 @@ class BitsDatabase:
                  "batch_size": config.batch_size, "version": 1,
                  "gptq": {k: getattr(config, k) for k in ("group_size", "symmetric", "act_order", "clip_search",
                                                           "damp", "block_size", "skip_modules")}}
-        self.identity = ident
-        self.key = hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=10).hexdigest()
-        self.root = Path(cache_dir or DEFAULT_CACHE).expanduser() / self.key
-        self.groups: list[list[str]] | None = None
-        self.built_now = {"stats": False, "entries": 0}
-
-    def shape(self, name: str) -> tuple[int, int]:
-        m = self.linears[name]
-        return int(m.out_features), int(m.in_features)
-
-    def entry_path(self, name: str, bits: int) -> Path:
-        return self.root / "levels" / _safe(name) / f"{bits}.safetensors"
-
-    def has(self, name: str, bits: int) -> bool:
-        return self.entry_path(name, bits).is_file()
-
-    def size_bytes(self) -> dict[str, int]:
-        def total(folder: Path) -> int:
-            return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) if folder.is_dir() else 0
-        return {"stats": total(self.root / "stats"), "levels": total(self.root / "levels")}
-
-    def _meta_path(self) -> Path:
-        return self.root / "meta.json"
+        self._open(ident, cache_dir)
 
     def ensure_stats(self) -> None:
         """The Hessians ``2/N X^T X`` of every input group from ONE pass of the dense model, chunked as
@@ -409,7 +398,3 @@ class BitsDatabase:
         with torch.no_grad():
             self.linears[name].weight.copy_(self.entry(name, bits)[0])
 
-    def restore_dense(self, names: Iterable[str] | None = None) -> None:
-        with torch.no_grad():
-            for n in names or self.linears:
-                self.linears[n].weight.copy_(self.dense[n])
