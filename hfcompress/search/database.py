@@ -122,6 +122,15 @@ class _LevelStore:
     def _meta_path(self) -> Path:
         return self.root / "meta.json"
 
+    def _stats_written(self, groups: list[list[str]]) -> None:
+        """Record the statistics pass (its input groups) atomically in ``meta.json``."""
+        self.groups = groups
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._meta_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps({"identity": self.identity, "groups": groups}, indent=1))
+        os.replace(tmp, self._meta_path())
+        self.built_now["stats"] = True
+
     def restore_dense(self, names: Iterable[str] | None = None) -> None:
         with torch.no_grad():
             for n in names or self.linears:
@@ -182,12 +191,7 @@ class SparsityDatabase(_LevelStore):
         seq = Sequential(self.bundle.model, self.info, self.linears, on_group, on_chunk, self.batch_size,
                          progress=self.progress, stacks=self.info.stacks)
         seq.run(ids)
-        self.groups = groups
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"identity": self.identity, "groups": groups}, indent=1))
-        os.replace(tmp, meta)
-        self.built_now["stats"] = True
+        self._stats_written(groups)
 
     def _stats(self, group: list[str]) -> dict[str, torch.Tensor]:
         data = load_file(self.root / "stats" / f"{_safe(group[0])}.safetensors")
@@ -325,12 +329,7 @@ class BitsDatabase(_LevelStore):
         seq = Sequential(self.bundle.model, None, self.linears, on_group, on_chunk, self.config.batch_size,
                          progress=self.progress, in_order=False, stacks=self.stacks)
         seq.run(ids)
-        self.groups = groups
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"identity": self.identity, "groups": groups}, indent=1))
-        os.replace(tmp, meta)
-        self.built_now["stats"] = True
+        self._stats_written(groups)
 
     def ensure(self, bits: Iterable[int], note: Any = None) -> None:
         """Compute every missing ``(layer, bits)`` entry."""

@@ -143,6 +143,16 @@ def _fitness_windows(bundle: ModelBundle, cfg: SearchConfig) -> torch.Tensor:
     return calibration_ids(bundle, fit_cal).clone()
 
 
+def _evolve(space: Any, evaluate: Any, db: Any, cfg: Any, what: dict[str, Any], progress: bool) -> Any:
+    """The evolutionary search over ``space``, resumable from ``<db>/runs/<key>.json`` (key: the
+    database, ``what`` is searched and the search options)."""
+    key = _state_key({"db": db.key, **what, "offspring": cfg.offspring, "tokens": cfg.tokens,
+                      "survivors": cfg.survivors, "max_switches": cfg.max_switches, "seed": cfg.seed})
+    return evolve(space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
+                  generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
+                  max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+
+
 def _state_key(parts: dict[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=10).hexdigest()
 
@@ -205,12 +215,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
         installed.set(profile)
         return fitness(tokens)
 
-    key = _state_key({"db": db.key, "budget": str(budget), "grid": [lo, hi, str(step)], "offspring": cfg.offspring,
-                      "tokens": cfg.tokens, "survivors": cfg.survivors, "max_switches": cfg.max_switches,
-                      "seed": cfg.seed})
-    state = evolve(plan.space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
-                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
-                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "grid": [lo, hi, str(step)]}, progress)
     best = tuple(state.parent)
     zeros = plan.profile_zeros(best)
     total = sum(plan.numel.values())
@@ -448,12 +453,7 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
         install(profile)
         return fitness(tokens)
 
-    key = _state_key({"db": db.key, "budget": str(budget), "levels": list(plan.levels), "offspring": cfg.offspring,
-                      "tokens": cfg.tokens, "survivors": cfg.survivors, "max_switches": cfg.max_switches,
-                      "seed": cfg.seed})
-    state = evolve(plan.space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
-                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
-                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "levels": list(plan.levels)}, progress)
     best = tuple(state.parent)
     if plan.space.cost(best) != plan.achieved:  # the space guarantees it; a broken invariant must not pass
         raise AssertionError("search: the profile's total differs from the budget's")
