@@ -87,7 +87,9 @@ def transcribe(model: Any, processor: Any, clips: Any, batch: int = 8, max_new_t
     return out
 
 
-def whisper_rows(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def whisper_rows(args: argparse.Namespace, tmp: Path, save: Any) -> dict[str, Any]:
+    """The Whisper rows of ``args.parts`` (fp32 always); ``save(section)`` after every row, so an
+    interrupted run keeps what it measured."""
     from hfcompress.config import CalibrationConfig
     from hfcompress.distill import KDConfig
     from hfcompress.loading import load
@@ -98,6 +100,8 @@ def whisper_rows(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     refs = list(test["text"])
     cal = CalibrationConfig(dataset=str(args.speech_data), split="train", samples=args.samples, seq_len=128)
     rows: dict[str, Any] = {}
+    section = {"model": str(args.whisper), "dataset": str(args.speech_data), "test_clips": len(refs),
+               "calibration_samples": args.samples, "rows": rows}
 
     def score(name: str, bundle: Any, extra: dict[str, Any] | None = None) -> None:
         t = time.time()
@@ -105,16 +109,17 @@ def whisper_rows(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rows[name] = {"wer": round(wer(refs, hyps), 2), "eval_s_under_load": round(time.time() - t, 1),
                       **(extra or {}), "example": hyps[0]}
         print(name, rows[name], flush=True)
+        save(section)
 
     score("fp32", load(str(args.whisper), dtype="float32"))
-    for s in args.sparsities:
+    for s in args.sparsities if "prune" in args.parts else []:
         for name, cfg in (("magnitude", MagnitudeConfig(sparsity=s)), ("wanda", WandaConfig(sparsity=s, calibration=cal)),
                           ("sparsegpt", SparseGPTConfig(sparsity=s, calibration=cal))):
             b = load(str(args.whisper), dtype="float32")
             summary = run_stage(b, cfg, StageContext(progress=False))["summary"]
             score(f"{name} {int(s * 100)}%", b, {"sparsity": summary["target_sparsity_actual"]})
     for label, alpha, hidden in (("student KD (alpha 0.5, T 2, hidden 1.0)", 0.5, 1.0),
-                                 ("student labels only (alpha 0)", 0.0, 0.0)):
+                                 ("student labels only (alpha 0)", 0.0, 0.0)) if "students" in args.parts else ():
         b = load(str(args.whisper), dtype="float32")
         half = b.model.config.decoder_layers // 2
         cfg = KDConfig(student_layers=half, student_stacks="decoder", alpha=alpha, temperature=2.0,
@@ -124,8 +129,7 @@ def whisper_rows(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         summary = run_stage(b, cfg, StageContext(progress=False, work_dir=tmp / f"kd-{alpha}"))["summary"]
         score(label, b, {"decoder_layers": b.model.config.decoder_layers, "steps": summary["steps"],
                          "parameters": summary["student_parameters"], "last_log": summary["last_log"]})
-    return {"model": str(args.whisper), "dataset": str(args.speech_data), "test_clips": len(refs),
-            "calibration_samples": args.samples, "rows": rows}
+    return section
 
 
 @torch.no_grad()
@@ -217,30 +221,42 @@ def main() -> int:
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--only", choices=["whisper", "vit"], default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--parts", nargs="+", choices=["prune", "students"], default=["prune", "students"],
+                   help="Whisper rows to measure (fp32 always); the others are kept from the last run on the "
+                        "same test clips")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {}
+    out = ROOT / "benchmarks" / "results" / "modality_quality"
+    previous = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else {}
+
+    def save(part: str, section: dict[str, Any]) -> None:
+        """Write ``section`` now: rows of the last run on the same data and clips are kept unless remeasured."""
+        old = previous.get(part, {})
+        if part == "whisper" and {k: old.get(k) for k in ("model", "dataset", "test_clips")} == \
+                {k: section[k] for k in ("model", "dataset", "test_clips")}:
+            section = {**section, "rows": {**old.get("rows", {}), **section["rows"]}}
+        result[part] = section
+        merged = {**previous, **result}
+        out.with_suffix(".json").write_text(json.dumps(merged, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown(merged))
+
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "whisper"):
             missing = [str(x) for x in (args.whisper, args.speech_data) if not x.is_dir()]
             if missing:
                 print(f"skipping Whisper: {', '.join(missing)} not found (make assets)")
             else:
-                result["whisper"] = whisper_rows(args, Path(tmp))
+                save("whisper", whisper_rows(args, Path(tmp), lambda sec: save("whisper", sec)))
         if args.only in (None, "vit"):
             missing = [str(x) for x in (args.vit, args.digits) if not x.is_dir()]
             if missing:
                 print(f"skipping ViT: {', '.join(missing)} not found (make assets)")
             else:
-                result["vit"] = vit_rows(args, Path(tmp))
+                save("vit", vit_rows(args, Path(tmp)))
     if not result:
         return 1
-    out = ROOT / "benchmarks" / "results" / "modality_quality"
-    if args.only and out.with_suffix(".json").is_file():  # one part rerun: keep the other part's figures
-        result = {**json.loads(out.with_suffix(".json").read_text()), **result}
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    print(markdown({**previous, **result}))
     return 0
 
 

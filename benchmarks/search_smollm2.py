@@ -9,6 +9,7 @@ in its own process::
     .venv/bin/python benchmarks/search_smollm2.py drop-6
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3.5 [--baseline uniform]   # uniform = plain gptq 4-bit
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-4.5 [--baseline uniform]   # vs plain gptq 4-bit
     .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
 
 Writes benchmarks/results/search.json and .md (rows merged by configuration).
@@ -42,6 +43,7 @@ CONFIGS = {
     "drop-6": {"method": "drop", "budget": "blocks=6"},
     "gptq-bits-3.5": {"method": "gptq", "budget": "bits=3.5", "levels": "2,3,4,8"},
     "gptq-bits-3": {"method": "gptq", "budget": "bits=3", "levels": "2,3,4,8"},
+    "gptq-bits-4.5": {"method": "gptq", "budget": "bits=4.5", "levels": "2,3,4,8"},
     "gptq-size-0.11": {"method": "gptq", "budget": "size=0.11", "levels": "2,3,4,8"},
 }
 

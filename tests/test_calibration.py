@@ -280,3 +280,59 @@ def test_perplexity_agrees_with_a_plain_transformers_scorer():
             count += n
     assert ours["tokens"] == count
     assert math.isclose(ours["perplexity"], math.exp(nll / count), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("width", [64, 300, 1536])
+def test_hessians_upper_triangle_accumulation_is_the_full_gram(width):
+    """The Hessian accumulates only its upper block triangle; ``pop`` returns the full, exactly
+    symmetric ``X^T X`` (and GPTQ's ``2/N X^T X``) over several chunks."""
+    from hfcompress.calibration import Hessians
+
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(n, width, generator=g) for n in (7, 300, 64)]
+    x = torch.cat(chunks).double()
+    for scale, want in (("sum", x.t() @ x), ("mean2", 2 / x.shape[0] * (x.t() @ x))):
+        acc = Hessians(scale=scale)
+        for c in chunks:
+            acc.add("k", c)
+        H, tokens = acc.pop("k")
+        assert tokens == x.shape[0]
+        assert torch.equal(H, H.t())
+        torch.testing.assert_close(H.double(), want, rtol=1e-5, atol=1e-3)
+    assert Hessians().pop("missing") == (None, 0)
+
+
+def test_squared_norms_match_the_column_sums_of_squares():
+    from hfcompress.calibration import SquaredNorms, squared_norms
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5000, 40, generator=g)  # more rows than one gemv slice
+    tol = {"rtol": 1e-5, "atol": 1e-3}  # float32 sums of 5,000 squares
+    torch.testing.assert_close(squared_norms(x), (x.double() ** 2).sum(0).float(), **tol)
+    torch.testing.assert_close(squared_norms(x.bfloat16()), (x.bfloat16().double() ** 2).sum(0).float(), **tol)
+    acc = SquaredNorms()
+    acc.add("k", x[:100])
+    acc.add("k", x[100:])
+    torch.testing.assert_close(acc.pop_norms("k"), x.double().pow(2).sum(0).sqrt().float(), **tol)
+    assert acc.pop_norms("k") is None
+
+
+def test_calibration_run_freezes_only_for_its_duration():
+    """Long-lived objects are left out of the per-block collections during a run, and unfrozen after
+    it (a freeze made by someone else is kept)."""
+    import gc
+
+    from hfcompress.calibration.data import frozen_gc
+
+    gc.unfreeze()
+    with frozen_gc():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        with frozen_gc():
+            pass
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.unfreeze()

@@ -1,7 +1,7 @@
 """Second-order helpers shared by SparseGPT and the GPTQ-style quantizers (OBS updates).
 
-* :class:`Hessians` accumulates ``H = X^T X`` per key in float32, in place (``addmm_``), with
-  the token count (``scale="mean2"`` keeps GPTQ's running ``2/N X^T X`` instead).
+* :class:`Hessians` accumulates ``H = X^T X`` per key in float32, in place, on the upper block
+  triangle only (:func:`add_gram_upper_`), with the token count (``scale="mean2"`` keeps GPTQ's running ``2/N X^T X`` instead).
 * :func:`inverse_cholesky_upper` damps ``H`` by ``percdamp x mean(diag H)`` and returns the
   upper Cholesky factor of ``H^-1`` (retrying with 10x the damping when asked).
 * :func:`obs_quantize` is the OBS column loop with lazy block updates (Frantar et al., GPTQ)
@@ -11,16 +11,45 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
 from ..errors import HFCompressError
 
+#: column panels of the upper-triangular Hessian update (see :func:`add_gram_upper_`)
+_PANELS = 4
+
+
+def add_gram_upper_(H: torch.Tensor, x: torch.Tensor, alpha: float = 1.0) -> None:
+    """``H += alpha * x^T x`` on the upper block triangle only (the rest of ``H`` is left as is).
+
+    ``X^T X`` is symmetric, so the blocks below the diagonal are never computed: with the columns
+    in ``_PANELS`` panels, panel ``i`` updates ``H[i, i:]`` in one matmul — (k+1)/2k of the full
+    product's flops (62.5 % for k = 4) at the same matmul efficiency; BLAS has ``syrk`` for this,
+    which torch does not expose. :func:`symmetrize_upper_` completes ``H`` once at the end.
+    """
+    n = x.shape[-1]
+    w = -(-n // _PANELS)
+    if n < 2 * 128:  # small layers: one full product
+        H.addmm_(x.t(), x, alpha=alpha)
+        return
+    for a in range(0, n, w):
+        H[a:a + w, a:].addmm_(x[:, a:a + w].t(), x[:, a:], alpha=alpha)
+
+
+def symmetrize_upper_(H: torch.Tensor) -> torch.Tensor:
+    """Fill ``H``'s lower triangle from its upper one (in place) after :func:`add_gram_upper_`."""
+    lower = H.triu(1).t()
+    return H.triu_().add_(lower)
+
 
 class Hessians:
-    """``{key: X^T X}`` (float32) and token counts; ``scale="mean2"``: ``2/N X^T X`` (GPTQ's)."""
+    """``{key: X^T X}`` (float32) and token counts; ``scale="mean2"``: ``2/N X^T X`` (GPTQ's).
+
+    Accumulated on the upper block triangle (:func:`add_gram_upper_`); :meth:`pop` returns the
+    full symmetric matrix.
+    """
 
     def __init__(self, scale: str = "sum") -> None:
         self.scale = scale
@@ -33,24 +62,22 @@ class Hessians:
         n0 = self.count.get(key, 0)
         total = n0 + int(x.shape[0])
         H = self.H.get(key)
+        if H is None:
+            H = self.H[key] = torch.zeros(x.shape[-1], x.shape[-1], device=x.device)
         if self.scale == "mean2":
-            if H is None:
-                H = self.H[key] = torch.zeros(x.shape[-1], x.shape[-1])
             if total:
                 H *= n0 / total
-                xs = math.sqrt(2 / total) * xf
-                H += xs.t() @ xs
-        elif H is None:
-            self.H[key] = xf.t() @ xf
+                add_gram_upper_(H, xf, alpha=2 / total)
         else:
-            H.addmm_(xf.t(), xf)
+            add_gram_upper_(H, xf)
         self.count[key] = total
 
     def tokens(self, key: str) -> int:
         return self.count.get(key, 0)
 
     def pop(self, key: str) -> tuple[torch.Tensor | None, int]:
-        return self.H.pop(key, None), self.count.pop(key, 0)
+        H = self.H.pop(key, None)
+        return (symmetrize_upper_(H) if H is not None else None), self.count.pop(key, 0)
 
 
 def fix_dead(H: torch.Tensor, W: torch.Tensor) -> None:

@@ -36,7 +36,7 @@ from ..errors import UnsupportedError
 from ..loading.offload import embeddings_from_disk, onloaded
 from .blocks import BlockStack, block_index, find_block_stacks
 from .capture import first_tensor, hidden_of, merge_outputs, model_inputs, run_through_blocks, slice_call
-from .data import bound_heap, release_free_memory
+from .data import bound_heap, frozen_gc, release_free_memory
 from .targets import Target, add_input_hook
 
 #: default chunk of the lock-step calibration forward (``batch_size=None``), in tokens: large
@@ -116,7 +116,8 @@ class Sequential:
 
             self._bar = tqdm(total=sum(len(s) for s in stacks), desc="calibrating blocks", unit="block")
         try:
-            with embeddings_from_disk(self.model):  # offloaded embeddings: only the rows the windows use
+            # offloaded embeddings: only the rows the windows use; per-block collections skip old objects
+            with embeddings_from_disk(self.model), frozen_gc():
                 run_through_blocks(self.model, stacks, inputs, self._block)
         finally:
             if self._bar is not None:

@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import torch
 
+#: rows squared at a time by :func:`squared_norms` (bounds its temporary)
+_ROWS = 2048
+
 
 def squared_norms(x: torch.Tensor) -> torch.Tensor:
-    """``sum over rows of x ** 2`` per column, float32 (``x``: ``[tokens, features]``)."""
-    return torch.linalg.vector_norm(x, dim=0, dtype=torch.float32).pow_(2)
+    """``sum over rows of x ** 2`` per column, float32 (``x``: ``[tokens, features]``).
 
+    The column sums are a matrix-vector product (``ones @ x**2``, ``_ROWS`` rows at a time):
+    on CPU a reduction over dim 0 walks memory with a stride and runs 2.5-4x slower than the
+    BLAS gemv (measured on [2048, 1536] float32, 2 threads).
+    """
+    x = x.reshape(-1, x.shape[-1])
+    ones = torch.ones(min(_ROWS, x.shape[0]), dtype=torch.float32, device=x.device)
+    out: torch.Tensor | None = None
+    for a in range(0, x.shape[0], _ROWS):
+        part = x[a:a + _ROWS]
+        sq = part.float().square_() if part.dtype != torch.float32 else part.square()
+        v = torch.mv(sq.t(), ones[:sq.shape[0]])
+        out = v if out is None else out.add_(v)
+    return out if out is not None else torch.zeros(x.shape[-1], dtype=torch.float32, device=x.device)
 
 class SquaredNorms:
     """Running per-feature sums of squares and token counts, keyed by name."""

@@ -24,6 +24,9 @@ def lowest_k_mask(scores: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
     kth = torch.kthvalue(scores, k, dim=dim, keepdim=True).values
+    mask = scores <= kth
+    if bool((mask.sum(dim, keepdim=True, dtype=torch.int32) == k).all()):  # no tie at the k-th value
+        return mask
     mask = scores < kth
     eq = scores == kth
     need = k - mask.sum(dim, keepdim=True)

@@ -51,41 +51,43 @@ def _block_counts(rows: int, cols: int, sparsity: float, i1: int, i2: int) -> in
     return int(round(rows * i2 * sparsity)) - int(round(rows * i1 * sparsity))
 
 
-def sparsegpt_prune(*args, **kwargs) -> torch.Tensor:
-    """Prune the fp32 matrix ``W`` [rows, cols] in place given H [cols, cols] (consumed).
-
-    ``segments``: (row_start, row_end, sparsity) — the stacked layers, each with its exact count.
-    The per-column loop runs on ONE intra-op thread: it is thousands of small ops on a
-    sub-panel for which thread synchronisation costs more than the arithmetic (measured
-    10-20x faster on a busy 2-core machine); H = X^T X, the big matmul, is computed outside
-    with all threads.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _sparsegpt_prune(*args, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
-
-
 #: columns handled one by one before their error is pushed to the rest of the block in one matmul
 _SUB = 16
 
 
 @torch.no_grad()
-def _sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int, int, float]],
-                     nm: tuple[int, int] | None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
-    """SparseGPT on the transposed matrix: column j of W is the contiguous row j of ``WT``.
+def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int, int, float]],
+                    nm: tuple[int, int] | None, blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """Prune the fp32 matrix ``W`` [rows, cols] in place given H [cols, cols] (consumed).
 
-    Working on ``WT`` makes every per-column slice and every rank-1 / lazy update contiguous.
-    Inside a block, columns are taken ``_SUB`` at a time: rank-1 updates stay inside the
-    sub-block, and the sub-block's error reaches the block's later columns in one matmul —
-    the same arithmetic as the column-by-column original, with ~10x fewer tiny ops.
+    ``segments``: (row_start, row_end, sparsity) — the stacked layers, each with its exact count.
+    The damped inverse's Cholesky factor uses all threads; the column loop runs on ONE intra-op
+    thread: it is thousands of small ops on a sub-panel for which thread synchronisation costs
+    more than the arithmetic (measured 10-20x faster on a busy 2-core machine).
     """
     rows, cols = W.shape
     fix_dead(H, W)
     Hinv = inverse_cholesky_upper(H, percdamp, inplace=True, what="SparseGPT: the calibration")
     del H
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _obs_prune(W, Hinv, segments, nm, blocksize)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _obs_prune(W: torch.Tensor, Hinv: torch.Tensor, segments: list[tuple[int, int, float]],
+               nm: tuple[int, int] | None, blocksize: int) -> torch.Tensor:
+    """The column loop of :func:`sparsegpt_prune` given the upper Cholesky factor of ``H^-1``.
+
+    It works on the transposed matrix: column j of W is the contiguous row j of ``WT``, so every
+    per-column slice and every rank-1 / lazy update is contiguous. Inside a block, columns are
+    taken ``_SUB`` at a time: rank-1 updates stay inside the sub-block, and the sub-block's error
+    reaches the block's later columns in one matmul — the same arithmetic as the
+    column-by-column original, with ~10x fewer tiny ops.
+    """
+    rows, cols = W.shape
     WT = W.t().contiguous()
     dinv = Hinv.diagonal().reciprocal()
     sub = _SUB if nm is None else max(nm[1], _SUB // nm[1] * nm[1])

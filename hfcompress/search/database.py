@@ -89,6 +89,11 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(packed.numpy())[:n].astype(bool)).reshape(shape)
 
 
+#: part of every database key: raised whenever the statistics' arithmetic changes, so a cache built
+#: by older code is never mixed with entries the current code would compute differently
+#: (2: Hessians accumulated on their upper triangle, squared norms as a gemv)
+STATS_VERSION = 2
+
 class _LevelStore:
     """What both databases share: the on-disk layout ``<cache>/<key>/{meta.json, stats/, levels/<layer>/<level>.safetensors}``
     keyed by a hash of ``identity``, and the dense weights to restore."""
@@ -150,7 +155,7 @@ class SparsityDatabase(_LevelStore):
         self.sgpt = SparseGPTConfig()
         self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
         ident = {"model": fingerprint(model), "method": method, "calibration": calibration.model_dump(mode="json"),
-                 "batch_size": batch_size, "version": 1}
+                 "batch_size": batch_size, "version": STATS_VERSION}
         if method == "sparsegpt":
             ident["sparsegpt"] = {"percdamp": self.sgpt.percdamp, "blocksize": self.sgpt.blocksize}
         self._open(ident, cache_dir)
@@ -298,7 +303,7 @@ class BitsDatabase(_LevelStore):
         self.outside = sorted(set(chosen) - set(self.linears))
         self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
         ident = {"model": fingerprint(model), "method": "gptq", "calibration": config.calibration.model_dump(mode="json"),
-                 "batch_size": config.batch_size, "version": 1,
+                 "batch_size": config.batch_size, "version": STATS_VERSION,
                  "gptq": {k: getattr(config, k) for k in ("group_size", "symmetric", "act_order", "clip_search",
                                                           "damp", "block_size", "skip_modules")}}
         self._open(ident, cache_dir)
