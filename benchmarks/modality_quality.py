@@ -204,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {k} | {r['accuracy']} | {notes} |")
         lines.append("")
     lines.append("Timings were measured on a shared machine (under load) and are not quotable.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).replace(str(Path.home()), "~") + "\n"
 
 
 def main() -> int:
