@@ -174,6 +174,8 @@ def write_results(rows: list[dict]) -> None:
         if r.get("dropped"):
             lines += ["", f"dropped blocks: searched {r['dropped']['searched']}, angular {r['dropped']['angular']}"]
         lines += ["", f"search curve (parent KL by generation): {r['curve']}", ""]
+        if r.get("note"):
+            lines += [f"Note: {r['note']}", ""]
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
 
 
