@@ -133,10 +133,10 @@ def bound_heap() -> None:
     glibc's default threshold grows to 32 MB after large frees, so freed activation tensors
     stay resident in the heap until a trim. Below the threshold they are reused from the heap:
     each fresh mapping costs a page fault per 4 KB on first touch, and on SmolLM2 Wanda (fp32,
-    chunks of 2,048 tokens: 1.6-12.6 MB activations) a 1 MB threshold made the whole run ~30 %
-    slower than 16 MB (72-73 s vs 55-57 s, side by side on a quiet 2-core VM) for a ~110 MB
-    lower peak RSS; 4 MB was as slow as 1 MB. Process-wide (glibc has no per-call setting); a
-    no-op off glibc. :func:`release_free_memory` trims the heap after every block.
+    chunks of 2,048 tokens: 1.6-12.6 MB activations) a 1 MB threshold made the pruning call
+    77.8 s instead of 58.7 s for a 124 MiB lower peak RSS (``benchmarks/calibration_malloc.py``,
+    side by side on a quiet 2-core VM). Process-wide (glibc has no per-call setting); a no-op
+    off glibc. :func:`release_free_memory` trims the heap after every block.
     """
     lib = _libc()
     if lib:

@@ -21,8 +21,8 @@ def squared_norms(x: torch.Tensor) -> torch.Tensor:
     """``sum over rows of x ** 2`` per column, float32 (``x``: ``[tokens, features]``).
 
     The column sums are a matrix-vector product (``ones @ x**2``, ``_ROWS`` rows at a time):
-    on CPU a reduction over dim 0 walks memory with a stride and runs 2.5-4x slower than the
-    BLAS gemv (measured on [2048, 1536] float32, 2 threads).
+    on CPU ``vector_norm(x, dim=0)`` walks memory with a stride and ran 2.2x (576 columns) to
+    11x (1,536 columns) slower than this gemv on 2,048 float32 rows, 2 threads.
     """
     x = x.reshape(-1, x.shape[-1])
     ones = torch.ones(min(_ROWS, x.shape[0]), dtype=torch.float32, device=x.device)
@@ -33,6 +33,7 @@ def squared_norms(x: torch.Tensor) -> torch.Tensor:
         v = torch.mv(sq.t(), ones[:sq.shape[0]])
         out = v if out is None else out.add_(v)
     return out if out is not None else torch.zeros(x.shape[-1], dtype=torch.float32, device=x.device)
+
 
 class SquaredNorms:
     """Running per-feature sums of squares and token counts, keyed by name."""

@@ -25,14 +25,12 @@ def lowest_k_mask(scores: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
         return torch.ones_like(scores, dtype=torch.bool)
     kth = torch.kthvalue(scores, k, dim=dim, keepdim=True).values
     mask = scores <= kth
-    if bool((mask.sum(dim, keepdim=True, dtype=torch.int32) == k).all()):  # no tie at the k-th value
+    if bool((mask.sum(dim, keepdim=True, dtype=torch.int32) == k).all()):  # no tie straddles the k-th value
         return mask
-    mask = scores < kth
+    below = scores < kth
     eq = scores == kth
-    need = k - mask.sum(dim, keepdim=True)
-    if bool((eq.sum(dim, keepdim=True) == need).all()):
-        return mask.logical_or_(eq)
-    return mask.logical_or_(eq & (eq.cumsum(dim) <= need))
+    need = k - below.sum(dim, keepdim=True)
+    return below.logical_or_(eq & (eq.cumsum(dim) <= need))
 
 
 def zero_(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,6 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, segments: list[tuple[int, 
     thread: it is thousands of small ops on a sub-panel for which thread synchronisation costs
     more than the arithmetic (measured 10-20x faster on a busy 2-core machine).
     """
-    rows, cols = W.shape
     fix_dead(H, W)
     Hinv = inverse_cholesky_upper(H, percdamp, inplace=True, what="SparseGPT: the calibration")
     del H
