@@ -265,7 +265,7 @@ stages:
     result = hfcompress.compress(str(src), recipe, output=tmp_path / "out", progress=False)
     summary = result.report["stages"][0]["summary"]
     assert summary["steps"] == 3 and summary["student"]["kept_layers"] == [0, 2]
-    assert summary["layer_map"] == [[1, 1], [2, 3]]
+    assert summary["layer_map"] == [[1, 1], [2, 4]]  # last <-> last: both after the final norm
     assert {"kd_loss", "hard_loss", "hidden_loss"} <= set(summary["last_log"])
     reloaded = hfcompress.load(str(tmp_path / "out"))
     assert reloaded.model.config.num_hidden_layers == 2

@@ -248,6 +248,57 @@ def test_distill_whisper_half_decoder_kd_and_labels_only(data, tmp_path):
         assert torch.equal(b.model.eval()(**x).logits, re(**x).logits)
 
 
+def test_distill_whisper_frozen_encoder_is_shared_and_exact(data, tmp_path):
+    """freeze: [encoder] on a student cut from the teacher's decoder: the encoder stays bit-identical
+    to the teacher's, runs once per batch for both models, and the loss equals the unshared one."""
+    from hfcompress.distill import KDConfig
+    from hfcompress.distill.trainer import DistillationTrainer
+
+    teacher = _bundle("whisper").model
+    b = ModelBundle(teacher, _bundle("whisper").tokenizer, detect_task(teacher.config))
+    enc0 = {k: v.clone() for k, v in teacher.get_encoder().state_dict().items()}
+    dec0 = {k: v.clone() for k, v in teacher.get_decoder().layers[0].state_dict().items()}
+    cfg = KDConfig(student_layers=1, student_stacks="decoder", freeze=["encoder"], alpha=0.5, hidden_weight=1.0,
+                   data={"dataset": str(data["audio"]), "seq_len": 16},
+                   training={"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1,
+                             "learning_rate": 1e-2})
+    s = run_stage(b, cfg, StageContext(progress=False, work_dir=tmp_path))["summary"]
+    assert s["shared_encoder"] is True and s["frozen"] == ["encoder"]
+    assert 0 < s["trainable_parameters"] < s["student_parameters"]
+    student = b.model
+    for k, v in student.get_encoder().state_dict().items():
+        assert torch.equal(v, enc0[k]), k  # frozen: not one weight moved
+    assert any(not torch.equal(v, dec0[k]) for k, v in student.get_decoder().layers[0].state_dict().items())
+
+    # one batch, shared vs each model running its own encoder: the same loss, bit for bit
+    from hfcompress.distill.student import student_from_layers
+
+    fresh, _ = student_from_layers(teacher, 1, stacks="decoder")
+    trainer = DistillationTrainer(model=fresh, teacher=teacher, alpha=0.5, hidden_weight=1.0, freeze=["encoder"],
+                                  args=__import__("transformers").TrainingArguments(
+                                      output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True))
+    assert trainer.shared_encoder is teacher.get_encoder()
+    x = {"input_features": torch.randn(2, teacher.config.num_mel_bins, 2 * teacher.config.max_source_positions),
+         "decoder_input_ids": torch.tensor([[1, 5, 7, 9], [1, 4, 4, 2]]), "labels": torch.tensor([[5, 7, 9, 2], [4, 4, 2, -100]])}
+    fresh.eval()
+    shared = trainer.compute_loss(fresh, dict(x))
+    trainer.shared_encoder = None
+    assert torch.equal(shared, trainer.compute_loss(fresh, dict(x)))
+
+
+def test_distill_freeze_unknown_module_is_one_line(data):
+    from hfcompress.distill import KDConfig
+
+    b = _bundle("whisper")
+    cfg = KDConfig(student_layers=1, student_stacks="decoder", freeze=["model.encodr"],
+                   data={"dataset": str(data["audio"])}, training={"max_steps": 1})
+    with pytest.raises(UsageError, match=r"freeze: 'model.encodr' is not a submodule .* did you mean 'model.encoder'"):
+        run_stage(b, cfg, StageContext(progress=False))
+    cfg = KDConfig(student_layers=1, student_stacks="decoder", freeze=["model"], data={"dataset": str(data["audio"])})
+    with pytest.raises(UsageError, match="covers every parameter"):
+        run_stage(b, cfg, StageContext(progress=False))
+
+
 @pytest.mark.parametrize("arch, dataset, match", [
     ("vit", "unlabelled", r"has no label column 'label': available columns are image \(set --label-column\)"),
     ("whisper", "audio-no-text", r"has no transcript column 'text': available columns are audio, sentence"),

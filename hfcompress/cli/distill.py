@@ -101,6 +101,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
                         "give it or --student)")
     p.add_argument("--student-stacks", choices=["all", "decoder"], default="all",
                    help="with --student-layers: cut every block stack, or only the decoder (keep the whole encoder)")
+    p.add_argument("--freeze", default=None, metavar="MODULE[,MODULE]",
+                   help="student modules not to train, e.g. encoder (a frozen encoder equal to the teacher's runs "
+                        "once per batch for both; default: train everything)")
     g = p.add_argument_group("loss")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term (1-alpha: labels)")
     g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the KD term")
@@ -230,8 +233,9 @@ def run_distill(args: argparse.Namespace) -> int:
     student = {"student": args.student} if args.student else {"student_layers": args.student_layers,
                                                               "student_stacks": args.student_stacks}
     alpha = 0.0 if args.loss == "lm" else args.alpha
+    freeze = [m.strip() for m in args.freeze.split(",") if m.strip()] if args.freeze else []
     stage = build_config(KDConfig, dict(
-        **student, alpha=alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
+        **student, freeze=freeze, alpha=alpha, temperature=args.temperature, hidden_weight=args.hidden_weight,
         hidden_loss=args.hidden_loss, attention_weight=args.attention_weight, teacher_dtype=args.teacher_dtype,
         teacher_device=args.teacher_device, data=_data(args), training=training, checkpoint_dir=checkpoints,
         resume_from_checkpoint=resume))

@@ -9,6 +9,7 @@ with it::
       - distill:
           method: kd
           student_layers: 15            # or student: ORG/NAME | folder | "@current"; or student_config: {...}
+          freeze: []                    # student modules not to train, e.g. [encoder]
           alpha: 0.5
           temperature: 2.0
           data: {dataset: fixtures/enwiki-sample, seq_len: 256}
@@ -48,6 +49,7 @@ from ..registry import register
 from ..stage import StageContext
 from .base import DistillConfig
 from .data import TrainDataConfig, build_dataset
+from .freeze import resolve_modules
 from .student import student_from_config, student_from_layers
 
 INPUT = "@input"
@@ -116,6 +118,9 @@ class KDConfig(TrainingOptions, DistillConfig):
         "all", description="with student_layers: cut every block stack, or only the decoder (e.g. Whisper with "
                            "its whole encoder and half its decoder)")
     student_config: dict[str, Any] | None = None
+    freeze: list[str] = Field(
+        default_factory=list, description="student modules not to train (e.g. ['encoder']); a frozen encoder "
+                                          "equal to the teacher's runs once per batch for both models")
     alpha: float = Field(0.5, ge=0.0, le=1.0)
     temperature: float = Field(2.0, gt=0.0, le=100.0)
     hidden_weight: float = Field(0.0, ge=0.0)
@@ -247,6 +252,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
         check_tokenizers,
         data_parallel_figures,
         detach_projector,
+        stack_depth,
     )
 
     teacher, teacher_tok = resolve_teacher(config.teacher, bundle)
@@ -255,6 +261,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
     else:
         student, student_tok, desc = build_student(config, bundle, teacher, teacher_tok)
     check_tokenizers(teacher_tok, student_tok)
+    resolve_modules(student, config.freeze)  # a bad module name stops here, before the data is read
     tokenizer = student_tok or teacher_tok
     dataset, collator = build_dataset(tokenizer, config.data, task=bundle.task, model=teacher)
     folder, persistent = checkpoint_folder(config, ctx)
@@ -266,16 +273,20 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
     layer_map = [tuple(p) for p in config.layer_map] if config.layer_map else None
     if layer_map is None and desc.get("kept_layers") and (config.hidden_weight > 0 or config.attention_weight > 0):
         # a student cut from the teacher: output of kept layer k <-> the same teacher layer's output
-        # (encoder–decoders: the decoder's, whose hidden states the trainer compares)
+        # (encoder–decoders: the decoder's, whose hidden states the trainer compares). The last
+        # hidden state is what the head reads (in Llama and Whisper it comes after the final norm,
+        # ~100x the scale of the others), so the student's last is compared with the teacher's
+        # last, whatever layer it was cut from.
         kept = desc["kept_layers"]
         kept = list(kept.values())[-1] if isinstance(kept, dict) else kept
         layer_map = [(i + 1, t + 1) for i, t in enumerate(kept)]
+        layer_map[-1] = (len(kept), stack_depth(teacher.config))
     trainer = DistillationTrainer(
         model=student, teacher=teacher if use_teacher else None, args=args, train_dataset=dataset,
         data_collator=collator, processing_class=tokenizer, alpha=config.alpha,
         temperature=config.temperature, hidden_weight=config.hidden_weight, hidden_loss=config.hidden_loss,
         layer_map=layer_map, attention_weight=config.attention_weight,
-        teacher_device=config.teacher_device, teacher_dtype=config.teacher_dtype,
+        teacher_device=config.teacher_device, teacher_dtype=config.teacher_dtype, freeze=config.freeze,
     )
     result = trainer.train(resume_from_checkpoint=resume)
     detach_projector(trainer.model)
@@ -294,6 +305,7 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
         "teacher_parameters": teacher_params,
         "student_parameters": _param_count(student),
         "student_layers": getattr(student.config, "num_hidden_layers", None),
+        "trainable_parameters": sum(p.numel() for p in student.parameters() if p.requires_grad),
         "steps": trainer.state.global_step,
         "train_samples": len(dataset),
         "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 1),
@@ -302,6 +314,9 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
         "checkpoints": str(folder) if persistent else None,
         "resumed_from": str(resume) if resume else None,
     }
+    if config.freeze:
+        summary["frozen"] = list(config.freeze)
+        summary["shared_encoder"] = trainer.shared_encoder is not None
     if layer_map:
         summary["layer_map"] = [list(p) for p in layer_map]
     parallel = data_parallel_figures(trainer)

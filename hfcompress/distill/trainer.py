@@ -35,6 +35,7 @@ from torch import nn
 from transformers import Trainer
 
 from ..errors import UsageError
+from .freeze import encoder_inputs, freeze_modules, shared_encoder
 from .losses import attention_loss, causal_shift, hard_loss, hidden_loss, kd_loss
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -77,8 +78,12 @@ def _hidden_size(config: Any) -> int:
                      "check that the model returns hidden states")
 
 
-def _num_layers(config: Any) -> int:
-    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+def stack_depth(config: Any) -> int:
+    """Depth of the stack whose hidden states are compared: the decoder's for encoder–decoders."""
+    names = ("num_hidden_layers", "n_layers", "num_layers")
+    if getattr(config, "is_encoder_decoder", False):
+        names = ("decoder_layers", "num_decoder_layers") + names
+    for name in names:
         value = getattr(config, name, None)
         if isinstance(value, int):
             return value
@@ -138,6 +143,8 @@ class DistillationTrainer(Trainer):
         teacher_device / teacher_dtype: where and in what dtype the teacher runs
             (default: the training device, its own dtype).
         teacher_tokenizer: compared with ``processing_class``; a mismatch is an error.
+        freeze: student submodules not to train (see :mod:`hfcompress.distill.freeze`); a frozen
+            encoder equal to the teacher's runs once per batch for both models.
     """
 
     # compute_loss returns a per-batch mean: the Trainer divides it by the accumulation steps.
@@ -148,7 +155,7 @@ class DistillationTrainer(Trainer):
                  hidden_loss: str = "mse", layer_map: list[tuple[int, int]] | None = None,
                  attention_weight: float = 0.0, teacher_device: str | None = None,
                  teacher_dtype: str | None = None, teacher_tokenizer: Any = None,
-                 project_always: bool = False, **kwargs: Any):
+                 project_always: bool = False, freeze: list[str] | None = None, **kwargs: Any):
         if not 0.0 <= alpha <= 1.0:
             raise UsageError(f"alpha must be in [0, 1], got {alpha}: e.g. alpha=0.5")
         if temperature <= 0:
@@ -159,6 +166,7 @@ class DistillationTrainer(Trainer):
             raise UsageError("alpha, hidden_weight and attention_weight need a teacher: pass teacher=... "
                              "or set alpha=0 for labels-only training")
         check_tokenizers(teacher_tokenizer, kwargs.get("processing_class"))
+        self.frozen = freeze_modules(_unwrap(model), list(freeze)) if freeze else []
         self.teacher = teacher
         self.alpha = float(alpha)
         self.temperature = float(temperature)
@@ -169,8 +177,8 @@ class DistillationTrainer(Trainer):
         self.layer_map: list[tuple[int, int]] = []
         if teacher is not None and (hidden_weight > 0 or attention_weight > 0):
             s_cfg, t_cfg = _unwrap(model).config, _unwrap(teacher).config
-            self.layer_map = [tuple(p) for p in (layer_map or default_layer_map(_num_layers(s_cfg),
-                                                                               _num_layers(t_cfg)))]
+            self.layer_map = [tuple(p) for p in (layer_map or default_layer_map(stack_depth(s_cfg),
+                                                                               stack_depth(t_cfg)))]
             if hidden_weight > 0:
                 owner = _unwrap(model)
                 existing = owner._modules.get("distill_projector")
@@ -202,6 +210,8 @@ class DistillationTrainer(Trainer):
             teacher.eval()
             teacher.requires_grad_(False)
             self.teacher_device = next(teacher.parameters()).device
+        #: the teacher's encoder when the student's frozen encoder equals it: run once per batch for both
+        self.shared_encoder = shared_encoder(_unwrap(model), teacher) if self.frozen and self.uses_teacher else None
 
     # -- loss ---------------------------------------------------------------------------------
     @property
@@ -216,6 +226,13 @@ class DistillationTrainer(Trainer):
             self.rows_seen += [hashlib.blake2b(row.cpu().numpy().tobytes(), digest_size=8).hexdigest()
                                for row in inputs["input_ids"]]
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        if model.training:
+            for module in self.frozen:  # Trainer.train() sets train mode on every module each step
+                module.eval()
+        if self.shared_encoder is not None and "encoder_outputs" not in model_inputs:
+            with torch.no_grad():
+                model_inputs["encoder_outputs"] = self.shared_encoder(
+                    **encoder_inputs(self.shared_encoder, model_inputs), return_dict=True)
         extra: dict[str, bool] = {}
         if self.hidden_weight > 0:
             extra["output_hidden_states"] = True
