@@ -5,8 +5,9 @@ rate: split ``test``, other voices):
 
 * Wanda and SparseGPT at 30 % and 50 %, calibrated on audio + transcripts, next to magnitude at the
   same sparsity (the calibrated methods must beat magnitude);
-* a student with the whole encoder and half the decoder, trained the same number of steps with KD
-  (logits at temperature 2 + decoder hidden states) and on the labels only (alpha = 0).
+* a student with the whole encoder (frozen: shared with the teacher) and half the decoder, trained
+  the same number of steps with KD (logits at temperature 2 + decoder hidden states) and on the
+  labels only (alpha = 0).
 
 The ViT digits teacher (fixtures/vit-digits) on fixtures/digits (split ``test`` for accuracy):
 
@@ -122,13 +123,16 @@ def whisper_rows(args: argparse.Namespace, tmp: Path, save: Any) -> dict[str, An
                                  ("student labels only (alpha 0)", 0.0, 0.0)) if "students" in args.parts else ():
         b = load(str(args.whisper), dtype="float32")
         half = b.model.config.decoder_layers // 2
-        cfg = KDConfig(student_layers=half, student_stacks="decoder", alpha=alpha, temperature=2.0,
-                       hidden_weight=hidden, data={"dataset": str(args.speech_data), "split": "train", "seq_len": 128},
-                       training={"max_steps": args.steps, "per_device_train_batch_size": 8, "learning_rate": 1e-4,
-                                 "logging_steps": 25, "seed": 0})
+        cfg = KDConfig(student_layers=half, student_stacks="decoder", freeze=["encoder"], alpha=alpha,
+                       temperature=2.0, hidden_weight=hidden,
+                       data={"dataset": str(args.speech_data), "split": "train", "seq_len": 128},
+                       training={"max_steps": args.steps, "per_device_train_batch_size": 8,
+                                 "learning_rate": args.lr, "logging_steps": 25, "seed": 0})
         summary = run_stage(b, cfg, StageContext(progress=False, work_dir=tmp / f"kd-{alpha}"))["summary"]
         score(label, b, {"decoder_layers": b.model.config.decoder_layers, "steps": summary["steps"],
-                         "parameters": summary["student_parameters"], "last_log": summary["last_log"]})
+                         "learning_rate": args.lr, "encoder": "frozen" + (" (shared)" if summary["shared_encoder"] else ""),
+                         "parameters": summary["student_parameters"], "trained": summary["trainable_parameters"],
+                         "train_s_under_load": summary["train_runtime_s"], "last_log": summary["last_log"]})
     return section
 
 
@@ -191,7 +195,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"calibration: {w['calibration_samples']} clips of `train`.", "",
                   "| variant | WER % | notes |", "|---|---|---|"]
         for k, v in w["rows"].items():
-            notes = ", ".join(f"{n}: {v[n]}" for n in ("sparsity", "decoder_layers", "steps", "parameters") if n in v)
+            notes = ", ".join(f"{n}: {v[n]}" for n in ("sparsity", "decoder_layers", "encoder", "steps", "learning_rate",
+                                                       "parameters", "trained") if n in v)
             lines.append(f"| {k} | {v['wer']} | {notes} |")
         lines.append("")
     if "vit" in result:
@@ -218,6 +223,7 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=64, help="greedy decoding limit per clip (test "
                                                                   "sentences have at most 16 words)")
     p.add_argument("--steps", type=int, default=150, help="distillation steps (both students)")
+    p.add_argument("--lr", type=float, default=5e-4, help="Whisper students' learning rate (both; encoder frozen)")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--only", choices=["whisper", "vit"], default=None)
     p.add_argument("--threads", type=int, default=2)
