@@ -119,8 +119,9 @@ def whisper_rows(args: argparse.Namespace, tmp: Path, save: Any) -> dict[str, An
             b = load(str(args.whisper), dtype="float32")
             summary = run_stage(b, cfg, StageContext(progress=False))["summary"]
             score(f"{name} {int(s * 100)}%", b, {"sparsity": summary["target_sparsity_actual"]})
-    for label, alpha, hidden in (("student KD (alpha 0.5, T 2, hidden 1.0)", 0.5, 1.0),
-                                 ("student labels only (alpha 0)", 0.0, 0.0)) if "students" in args.parts else ():
+    kinds = {"kd": (f"student KD (alpha 0.5, T 2, hidden {args.hidden_weight:g})", 0.5, args.hidden_weight),
+             "labels": ("student labels only (alpha 0)", 0.0, 0.0)}
+    for label, alpha, hidden in [kinds[k] for k in args.students] if "students" in args.parts else ():
         b = load(str(args.whisper), dtype="float32")
         half = b.model.config.decoder_layers // 2
         cfg = KDConfig(student_layers=half, student_stacks="decoder", freeze=["encoder"], alpha=alpha,
@@ -223,6 +224,9 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=64, help="greedy decoding limit per clip (test "
                                                                   "sentences have at most 16 words)")
     p.add_argument("--steps", type=int, default=150, help="distillation steps (both students)")
+    p.add_argument("--students", nargs="+", choices=["kd", "labels"], default=["kd", "labels"],
+                   help="Whisper students to train (same steps and learning rate)")
+    p.add_argument("--hidden-weight", type=float, default=1.0, help="KD student: weight of the decoder hidden-state MSE")
     p.add_argument("--lr", type=float, default=5e-4, help="Whisper students' learning rate (both; encoder frozen)")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--only", choices=["whisper", "vit"], default=None)
