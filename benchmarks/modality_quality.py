@@ -6,8 +6,8 @@ rate: split ``test``, other voices):
 * Wanda and SparseGPT at 30 % and 50 %, calibrated on audio + transcripts, next to magnitude at the
   same sparsity (the calibrated methods must beat magnitude);
 * a student with the whole encoder (frozen: shared with the teacher) and half the decoder, trained
-  the same number of steps with KD (logits at temperature 2 + decoder hidden states) and on the
-  labels only (alpha = 0).
+  the same number of steps with KD (logits at temperature 2; ``--hidden-weight`` adds the decoder
+  hidden states) and on the labels only (alpha = 0).
 
 The ViT digits teacher (fixtures/vit-digits) on fixtures/digits (split ``test`` for accuracy):
 
@@ -226,7 +226,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=150, help="distillation steps (both students)")
     p.add_argument("--students", nargs="+", choices=["kd", "labels"], default=["kd", "labels"],
                    help="Whisper students to train (same steps and learning rate)")
-    p.add_argument("--hidden-weight", type=float, default=1.0, help="KD student: weight of the decoder hidden-state MSE")
+    p.add_argument("--hidden-weight", type=float, default=0.0,
+                   help="KD student: weight of the decoder hidden-state MSE (1.0 measured worse: docs/SPEECH_VISION.md)")
     p.add_argument("--lr", type=float, default=5e-4, help="Whisper students' learning rate (both; encoder frozen)")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--only", choices=["whisper", "vit"], default=None)
