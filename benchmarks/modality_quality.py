@@ -112,7 +112,14 @@ def whisper_rows(args: argparse.Namespace, tmp: Path, save: Any) -> dict[str, An
         print(name, rows[name], flush=True)
         save(section)
 
-    score("fp32", load(str(args.whisper), dtype="float32"))
+    fp32 = load(str(args.whisper), dtype="float32")
+    score("fp32", fp32)
+    if "students" in args.parts and "cut" in args.students:  # the students' starting point, untrained
+        from hfcompress.distill.student import student_from_layers
+
+        cut, _ = student_from_layers(fp32.model, fp32.model.config.decoder_layers // 2, stacks="decoder")
+        score("student cut, untrained", type(fp32)(cut, fp32.tokenizer, fp32.task),
+              {"decoder_layers": cut.config.decoder_layers, "steps": 0})
     for s in args.sparsities if "prune" in args.parts else []:
         for name, cfg in (("magnitude", MagnitudeConfig(sparsity=s)), ("wanda", WandaConfig(sparsity=s, calibration=cal)),
                           ("sparsegpt", SparseGPTConfig(sparsity=s, calibration=cal))):
@@ -121,7 +128,7 @@ def whisper_rows(args: argparse.Namespace, tmp: Path, save: Any) -> dict[str, An
             score(f"{name} {int(s * 100)}%", b, {"sparsity": summary["target_sparsity_actual"]})
     kinds = {"kd": (f"student KD (alpha 0.5, T 2, hidden {args.hidden_weight:g})", 0.5, args.hidden_weight),
              "labels": ("student labels only (alpha 0)", 0.0, 0.0)}
-    for label, alpha, hidden in [kinds[k] for k in args.students] if "students" in args.parts else ():
+    for label, alpha, hidden in [kinds[k] for k in args.students if k in kinds] if "students" in args.parts else ():
         b = load(str(args.whisper), dtype="float32")
         half = b.model.config.decoder_layers // 2
         cfg = KDConfig(student_layers=half, student_stacks="decoder", freeze=["encoder"], alpha=alpha,
@@ -224,8 +231,8 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=64, help="greedy decoding limit per clip (test "
                                                                   "sentences have at most 16 words)")
     p.add_argument("--steps", type=int, default=150, help="distillation steps (both students)")
-    p.add_argument("--students", nargs="+", choices=["kd", "labels"], default=["kd", "labels"],
-                   help="Whisper students to train (same steps and learning rate)")
+    p.add_argument("--students", nargs="+", choices=["cut", "kd", "labels"], default=["cut", "kd", "labels"],
+                   help="Whisper students: cut = untrained; kd / labels = trained (same steps and learning rate)")
     p.add_argument("--hidden-weight", type=float, default=0.0,
                    help="KD student: weight of the decoder hidden-state MSE (1.0 measured worse: docs/SPEECH_VISION.md)")
     p.add_argument("--lr", type=float, default=5e-4, help="Whisper students' learning rate (both; encoder frozen)")

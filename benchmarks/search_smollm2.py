@@ -32,6 +32,7 @@ MODEL = asset_path(SMOLLM2)
 DATA = str(local_datasets_dir())
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = Path(os.environ.get("SEARCH_BENCH_OUT", "/tmp/hfcompress-search-bench"))
+STARTED = time.perf_counter()
 
 #: dense perplexity, same evaluation (benchmarks/results/prune_unstructured.md)
 DENSE_PPL = 28.13
@@ -167,15 +168,17 @@ def write_results(rows: list[dict]) -> None:
     lines = ["# Budget-driven search on SmolLM2-135M-Instruct (fp32)", "",
              "Level database, calibration and fitness on fixtures/enwiki-sample (32 x 512 tokens; fitness windows "
              "seed 1); perplexity on the first 16,384 WikiText-2 test tokens (512-token windows). KL = mean "
-             "per-token KL(dense || model) on the last selection step's fitness tokens. Timings measured under "
-             "load (2 cores shared with other jobs).", ""]
+             "per-token KL(dense || model) on the last selection step's fitness tokens. Timings are quotable "
+             "only where a row's note says the machine was quiet.", ""]
     for r in rows:
         lines += [f"## {r['name']}: {r['method']} {r['budget']}" + (f" levels {r['levels']}" if r.get("levels") else ""),
                   "",
                   f"{r['generations']} generations x {r['offspring']} offspring, selection on {r['tokens']} tokens "
                   f"(survivors {r['survivors']}), {r['evaluations']} evaluations; budget check "
                   f"{json.dumps(r['budget_check'])}; search wall time {r['search_seconds_under_load']} s "
-                  f"(database included when built in that run; under load).", "",
+                  f"(database included when built in that run)"
+                  + (f"; whole process {r['process_wall_s']} s, peak RSS {r['peak_rss_mib']} MiB"
+                     if "process_wall_s" in r else "") + ".", "",
                   "| profile | WikiText-2 ppl | KL to dense | zeros / bits |", "|---|---:|---:|---:|"]
         for label, p in r["points"].items():
             lines.append(f"| {label} | {p.get('ppl', '')} | {p['kl']:.4f} | {p.get('zeros', '')} |")
@@ -225,6 +228,10 @@ def main(argv: list[str]) -> int:
         if path.is_file():
             row["points"][which] = json.loads(path.read_text())
     row["points"]["dense"] = {"kl": 0.0, "ppl": DENSE_PPL}
+    import resource  # the whole process: loading, database, search and both perplexities
+
+    row["process_wall_s"] = round(time.perf_counter() - STARTED)
+    row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     record(row)
     print(json.dumps({k: v for k, v in row.items() if k not in ("layers", "curve")}, indent=1))
     return 0

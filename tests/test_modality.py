@@ -251,11 +251,14 @@ def test_distill_whisper_half_decoder_kd_and_labels_only(data, tmp_path):
 def test_distill_whisper_frozen_encoder_is_shared_and_exact(data, tmp_path):
     """freeze: [encoder] on a student cut from the teacher's decoder: the encoder stays bit-identical
     to the teacher's, runs once per batch for both models, and the loss equals the unshared one."""
+    from transformers import TrainingArguments
+
     from hfcompress.distill import KDConfig
+    from hfcompress.distill.student import student_from_layers
     from hfcompress.distill.trainer import DistillationTrainer
 
-    teacher = _bundle("whisper").model
-    b = ModelBundle(teacher, _bundle("whisper").tokenizer, detect_task(teacher.config))
+    b = _bundle("whisper")
+    teacher = b.model  # the stage replaces b.model with the student
     enc0 = {k: v.clone() for k, v in teacher.get_encoder().state_dict().items()}
     dec0 = {k: v.clone() for k, v in teacher.get_decoder().layers[0].state_dict().items()}
     cfg = KDConfig(student_layers=1, student_stacks="decoder", freeze=["encoder"], alpha=0.5, hidden_weight=1.0,
@@ -271,12 +274,9 @@ def test_distill_whisper_frozen_encoder_is_shared_and_exact(data, tmp_path):
     assert any(not torch.equal(v, dec0[k]) for k, v in student.get_decoder().layers[0].state_dict().items())
 
     # one batch, shared vs each model running its own encoder: the same loss, bit for bit
-    from hfcompress.distill.student import student_from_layers
-
     fresh, _ = student_from_layers(teacher, 1, stacks="decoder")
     trainer = DistillationTrainer(model=fresh, teacher=teacher, alpha=0.5, hidden_weight=1.0, freeze=["encoder"],
-                                  args=__import__("transformers").TrainingArguments(
-                                      output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True))
+                                  args=TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True))
     assert trainer.shared_encoder is teacher.get_encoder()
     x = {"input_features": torch.randn(2, teacher.config.num_mel_bins, 2 * teacher.config.max_source_positions),
          "decoder_input_ids": torch.tensor([[1, 5, 7, 9], [1, 4, 4, 2]]), "labels": torch.tensor([[5, 7, 9, 2], [4, 4, 2, -100]])}

@@ -275,8 +275,8 @@ def apply_kd(bundle: ModelBundle, config: KDConfig, ctx: StageContext, *, studen
         # a student cut from the teacher: output of kept layer k <-> the same teacher layer's output
         # (encoder–decoders: the decoder's, whose hidden states the trainer compares). The last
         # hidden state is what the head reads (in Llama and Whisper it comes after the final norm,
-        # ~100x the scale of the others), so the student's last is compared with the teacher's
-        # last, whatever layer it was cut from.
+        # on another scale than the layer outputs), so the student's last is compared with the
+        # teacher's last, whatever layer it was cut from.
         kept = desc["kept_layers"]
         kept = list(kept.values())[-1] if isinstance(kept, dict) else kept
         layer_map = [(i + 1, t + 1) for i, t in enumerate(kept)]
