@@ -11,6 +11,11 @@ in its own process::
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3       # vs uniform 3-bit from the database ('start')
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-4.5 [--baseline uniform]   # vs plain gptq 4-bit
     .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce   # after the search
+
+``--reproduce`` resumes the finished search from its cache (no new evaluation), writes its recipe to
+``benchmarks/results/search-recipes/NAME.yaml``, runs that file through ``hfcompress.compress`` on a
+freshly loaded model, saves and reloads the output, and records its perplexity beside the searched one.
 
 Writes benchmarks/results/search.json and .md (rows merged by configuration).
 """
@@ -95,14 +100,17 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
     t = time.perf_counter()
     res = search(str(MODEL), cfg, progress=True)
     rep = res.report
-    row = {"name": name, **CONFIGS[name], "levels": cfg.levels, "generations": rep["search"]["generations"], "offspring": offspring,
+    row = {"name": name, **CONFIGS[name], "levels": cfg.levels, "finalize": cfg.finalize, "generations": rep["search"]["generations"], "offspring": offspring,
            "tokens": tokens, "survivors": survivors, "evaluations": rep["search"]["evaluations"],
            "search_seconds_under_load": round(time.perf_counter() - t), "database": rep["database"],
            "budget_check": rep["budget_check"], "curve": [round(c["fitness"], 5) for c in rep["curve"]],
            "resumed_from": rep["search"]["resumed_from"]}
+    # comparison[0] is the output: with finalize=sequential the searched levels recomputed block by block;
+    # the database profile the search scored follows it
     points = {"searched": {"kl": rep["comparison"][0]["kl"], "ppl": _ppl(res.bundle.model, res.bundle.tokenizer)}}
     print("searched", points["searched"], flush=True)
-    start = rep["comparison"][1]
+    scored = rep["comparison"][1] if rep["comparison"][1]["name"].startswith("searched profile") else None
+    start = next(c for c in rep["comparison"] if c["name"].startswith(("uniform (dense", "start", "angular")))
     b = hfcompress.load(str(MODEL), dtype="float32")
     if cfg.method == "drop":
         run_stage(b, DropBlocksConfig(blocks=start["dropped"]), StageContext(progress=False))
@@ -113,6 +121,11 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
 
         points["searched"]["zeros"] = f"{rep['comparison'][0]['average_bits']:.4f} bits"
         db = BitsDatabase(b, _gptq_config(cfg), cfg.cache_dir)
+        if scored is not None:
+            for r in rep["layers"]:
+                db.install(r["name"], r["bits"])
+            points[scored["name"]] = {"kl": scored["kl"], "ppl": _ppl(b.model, b.tokenizer),
+                                      "zeros": f"{scored['average_bits']:.4f} bits"}
         for r in rep["layers"]:
             db.install(r["name"], r["start_bits"])
         row["layers"] = [(r["name"].replace("model.layers.", ""), r["bits"]) for r in rep["layers"]]
@@ -120,6 +133,10 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
         points["searched"]["zeros"] = _zeros(res.bundle.model)
         q = cfg.grid(parse_budget(cfg.budget))[2].denominator
         db = SparsityDatabase(b, cfg.method, cal, None, cfg.cache_dir)
+        if scored is not None:
+            for r in rep["layers"]:
+                db.install(r["name"], r["zeros"])
+            points[scored["name"]] = {"kl": scored["kl"], "ppl": _ppl(b.model, b.tokenizer), "zeros": _zeros(b.model)}
         for r in rep["layers"]:  # level 0 everywhere: the uniform profile
             db.install(r["name"], r["zeros"] - r["level"] * (r["params"] // q))
         row["layers"] = [(r["name"].replace("model.layers.", ""), round(r["sparsity"], 4)) for r in rep["layers"]]
@@ -162,6 +179,30 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
     return {"kl": fitness(tokens[-1], b.model), "ppl": _ppl(b.model, b.tokenizer), "zeros": _zeros(b.model)}
 
 
+def run_reproduce(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
+                  levels: str | None = None) -> dict:
+    """The issue's check: the recipe the search writes, run by ``compress`` from its YAML file on a fresh
+    model (saved and reloaded as a user would), scores the searched profile's perplexity."""
+    import tempfile
+
+    import hfcompress
+    from hfcompress.recipes import dump_recipe, load_recipe
+    from hfcompress.search import search
+
+    _, cfg = _setup(name, generations, offspring, tokens, survivors, levels)
+    res = search(str(MODEL), cfg, progress=True)  # resumes the cached run: no generation is evaluated again
+    path = RESULTS / "search-recipes" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_recipe(res.recipe))
+    del res
+    with tempfile.TemporaryDirectory(prefix="search-reproduce-") as tmp:
+        hfcompress.compress(str(MODEL), load_recipe(path), output=f"{tmp}/out", overwrite=True, progress=False,
+                            load_kwargs={"dtype": "float32"})
+        b = hfcompress.load(f"{tmp}/out", dtype="float32")
+        ppl = _ppl(b.model, b.tokenizer)
+    return {"recipe": str(path.relative_to(ROOT)), "reproduced_ppl": ppl}
+
+
 def write_results(rows: list[dict]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "search.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -177,11 +218,18 @@ def write_results(rows: list[dict]) -> None:
                   f"(survivors {r['survivors']}), {r['evaluations']} evaluations; budget check "
                   f"{json.dumps(r['budget_check'])}; search wall time {r['search_seconds_under_load']} s "
                   f"(database included when built in that run)"
+                  + (f", plus {r['search_seconds_earlier_parts']} s in the run(s) it resumed (generations "
+                     f"{r['resumed_from']})" if r.get("search_seconds_earlier_parts") else "")
                   + (f"; whole process {r['process_wall_s']} s, peak RSS {r['peak_rss_mib']} MiB"
                      if "process_wall_s" in r else "") + ".", "",
                   "| profile | WikiText-2 ppl | KL to dense | zeros / bits |", "|---|---:|---:|---:|"]
         for label, p in r["points"].items():
             lines.append(f"| {label} | {p.get('ppl', '')} | {p['kl']:.4f} | {p.get('zeros', '')} |")
+        if "reproduced_ppl" in r:
+            same = r["reproduced_ppl"] == r["points"]["searched"]["ppl"]
+            lines += ["", f"Reproduced: `{r['recipe']}` run by `hfcompress compress` on a fresh model, saved and "
+                          f"reloaded: WikiText-2 ppl {r['reproduced_ppl']} "
+                          f"({'identical to' if same else 'DIFFERS from'} the searched {r['points']['searched']['ppl']})."]
         if r.get("dropped"):
             lines += ["", f"dropped blocks: searched {r['dropped']['searched']}, angular {r['dropped']['angular']}"]
         lines += ["", f"search curve (parent KL by generation): {r['curve']}", ""]
@@ -196,6 +244,9 @@ def record(row: dict) -> None:
     old = rows.get(row["name"], {})
     row["points"] = {**{k: v for k, v in old.get("points", {}).items() if k in ("uniform", "owl", "dense")},
                      **row["points"]}
+    if row.get("resumed_from") and old.get("generations", 0) in row["resumed_from"]:
+        # a resumed search: the earlier part's wall time (its database and generations) counts too
+        row["search_seconds_earlier_parts"] = old.get("search_seconds_earlier_parts", 0) + old["search_seconds_under_load"]
     rows[row["name"]] = {**old, **row}
     write_results([rows[n] for n in CONFIGS if n in rows])
 
@@ -210,7 +261,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tokens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
     p.add_argument("--levels", default=None, help="override the configuration's sparsity grid")
+    p.add_argument("--reproduce", action="store_true",
+                   help="after the search: run its recipe through compress from the YAML file and score it")
     a = p.parse_args(argv)
+    if a.reproduce:
+        results = RESULTS / "search.json"
+        rows = {r["name"]: r for r in (json.loads(results.read_text()) if results.exists() else [])}
+        if a.name not in rows:
+            raise SystemExit(f"{a.name}: no search row in {results}; run the search first")
+        rows[a.name].update(run_reproduce(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels))
+        write_results([rows[n] for n in CONFIGS if n in rows])
+        print(json.dumps({k: rows[a.name][k] for k in ("recipe", "reproduced_ppl")}))
+        return 0
     if a.baseline:
         point = run_baseline(a.name, a.baseline, a.tokens)
         print(json.dumps(point))

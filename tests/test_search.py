@@ -70,8 +70,8 @@ def test_space_mutations_keep_the_cost_exact():
 @pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
 def test_budget_exact_and_recipe_reproduces(tiny, tmp_path, method):
     folder, data = tiny
-    res = search(str(folder), opts(data, tmp_path / "cache", method=method, baselines=method == "sparsegpt"),
-                 output=tmp_path / "out", progress=False)
+    res = search(str(folder), opts(data, tmp_path / "cache", method=method, baselines=method == "sparsegpt",
+                                   finalize="assembled"), output=tmp_path / "out", progress=False)
     rep = res.report
     assert rep["budget_check"]["zeros"] == rep["budget_check"]["uniform_zeros"]
     assert rep["reproduced"]["exact"] is True
@@ -99,6 +99,32 @@ def test_budget_exact_and_recipe_reproduces(tiny, tmp_path, method):
     re_state = load_file(tmp_path / "re" / "model.safetensors")
     assert set(re_state) == set(out)
     assert all(torch.equal(re_state[k], out[k]) for k in out)
+
+
+def test_sequential_finalize_keeps_the_zeros_and_reproduces(tiny, tmp_path):
+    """The default output recomputes the searched levels block by block (dense_inputs off): the same
+    zeros per layer as the searched profile, scored beside the database profile the search kept, and
+    reproduced bit for bit by its recipe; in memory too."""
+    folder, data = tiny
+    res = search(str(folder), opts(data, tmp_path / "cache"), output=tmp_path / "out", progress=False)
+    rep = res.report
+    first, scored = rep["comparison"][:2]
+    assert first["name"].startswith("searched (output") and scored["name"].startswith("searched profile, database")
+    assert first["kl"] == rep["final_kl"] and scored["kl"] == rep["curve"][-1]["fitness"]
+    assert first["kl"] != scored["kl"] and "reproduced" not in rep
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    for r in rep["layers"]:  # each layer has exactly its searched number of zeros
+        assert int((out[r["name"] + ".weight"] == 0).sum()) == r["zeros"]
+    recipe = load_recipe(tmp_path / "out" / "recipe.yaml")
+    assert recipe.stages[0].dense_inputs is False
+    recipe.stages[0].calibration.dataset = data
+    hfcompress.compress(str(folder), recipe, output=tmp_path / "re", progress=False)
+    again = load_file(tmp_path / "re" / "model.safetensors")
+    assert all(torch.equal(again[k], out[k]) for k in out)
+    mem = search(str(folder), opts(data, tmp_path / "cache"), progress=False)  # resumed, in memory
+    assert mem.report["final_kl"] == rep["final_kl"]
+    state = mem.bundle.model.state_dict()
+    assert all(torch.equal(state[k], out[k]) for k in out)
 
 
 def test_deterministic_per_seed_and_resume(tiny, tmp_path):
@@ -137,6 +163,7 @@ def test_drop_blocks_exact_and_reproducible(tiny, tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(budget="sparsity=0.6", levels="0.1:0.3"), "unreachable with levels 0.1..0.3"),
+    (dict(method="drop", budget="blocks=1", finalize="assembled"), "--finalize applies to wanda / sparsegpt / gptq"),
     (dict(budget="bits=3.0", method="wanda"), "searches sparsity levels, not bits: .* or --method gptq"),
     (dict(budget="blocks=2", method="wanda"), "searches sparsity levels, not blocks"),
     (dict(budget="sparsity=0.6", method="drop"), "searches blocks levels, not sparsity"),

@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"method": args.method, "budget": args.budget,
                               "calibration": build_config(CalibrationConfig, {**cal_defaults, **cal_given}, flags=True)}
     for name in ("levels", "generations", "offspring", "tokens", "survivors", "max_switches", "seed", "batch_size",
-                 "cache_dir", "group_size"):
+                 "cache_dir", "group_size", "finalize"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
@@ -87,6 +87,10 @@ def register(sub: Any) -> None:
     g.add_argument("--batch-size", type=int, default=None, help="calibration windows per chunk (default: 2,048 "
                                                                 "tokens per chunk)")
     g.add_argument("--cache-dir", default=None, help="level database cache (default: ~/.cache/hfcompress/search)")
+    g.add_argument("--finalize", choices=["sequential", "assembled"], default=None,
+                   help="how the output's weights are computed at the searched levels: sequential (default: "
+                        "block by block on the compressed model's inputs, as prune / quantize do) or assembled "
+                        "(the level-database weights the search scored, computed on dense inputs)")
     g.add_argument("--no-baselines", action="store_true", help="skip scoring the uniform / OWL baselines")
     c = p.add_argument_group("calibration (level database and fitness tokens)")
     c.add_argument("--calibration", default=None, metavar="DATASET",

@@ -111,6 +111,12 @@ class SearchConfig(StrictModel):
     calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=32, seq_len=512),
                                            description="calibration text: level database and fitness tokens")
     batch_size: int | None = Field(None, ge=1, description="calibration windows per chunk (default: 2,048 tokens)")
+    finalize: Literal["sequential", "assembled"] = Field(
+        "sequential",
+        description="wanda / sparsegpt / gptq: how the output's weights are computed at the searched levels. "
+                    "sequential: block by block on the compressed model's own inputs (what prune / quantize "
+                    "do by default; the searched profile's zeros or bits are unchanged); assembled: exactly "
+                    "the level-database weights the search scored (computed on dense inputs)")
     baselines: bool = Field(True, description="also score the uniform / OWL (or angular-distance) profiles")
     cache_dir: str | None = Field(None, description="level database cache (default: ~/.cache/hfcompress/search)")
 
@@ -141,6 +147,9 @@ class SearchConfig(StrictModel):
                              f"{' / '.join(fits)}")
         if self.method == "drop" and self.levels:
             raise UsageError("--levels applies to sparsity searches (drop levels are keep / drop): remove it")
+        if self.method == "drop" and "finalize" in self.model_fields_set:
+            raise UsageError("--finalize applies to wanda / sparsegpt / gptq searches (dropped blocks have no "
+                             "weights to recompute): remove it")
         if self.group_size is not None and self.method != "gptq":
             raise UsageError("--group-size applies to --method gptq (bit-width levels): remove it")
         if self.method == "gptq":

@@ -223,7 +223,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
     if sum(zeros.values()) != uniform_zeros:  # the space guarantees it; a broken invariant must not pass
         raise AssertionError("search: the profile's zeros differ from the budget's")
     sparsity = {n: zeros[n] / plan.numel[n] for n in plan.names}
-    recipe_cfg = PRUNE_CONFIGS[cfg.method](sparsity=budget.value, dense_inputs=True, overrides=sparsity,
+    recipe_cfg = PRUNE_CONFIGS[cfg.method](sparsity=budget.value, dense_inputs=cfg.finalize == "assembled",
+                                           overrides=sparsity,
                                            calibration=cfg.calibration, batch_size=cfg.batch_size)
     comparison = [{"name": "searched", "kl": state.fitness, "zeros": uniform_zeros,
                    "sparsity": uniform_zeros / total},
@@ -259,8 +260,9 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
                      "seconds": db_seconds},
         "layers": layers, "comparison": comparison,
     }
-    return {"report": report, "state": state, "recipe_cfg": recipe_cfg, "fitness": fitness,
-            "expected": searched_state, "db_root": db.root, "assemble": lambda: installed.set(best)}
+    return _assembled_or_sequential(cfg, {"report": report, "state": state, "recipe_cfg": recipe_cfg,
+                                          "fitness": fitness, "expected": searched_state, "db_root": db.root,
+                                          "assemble": lambda: installed.set(best)})
 
 
 # ---------------------------------------------------------------------------------------- drop
@@ -518,11 +520,32 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
             ct.attach(bundle, bits_of=chosen_bits, symmetric=True, plan={n: db.plan[n] for n in plan.names},
                       params=params, kept=db.kept)
 
-    return {"report": report, "state": state, "recipe_cfg": _gptq_config(cfg, bits), "fitness": fitness,
-            "expected": expected, "db_root": db.root, "assemble": assemble}
+    recipe_cfg = _gptq_config(cfg, bits).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
+    return _assembled_or_sequential(cfg, {"report": report, "state": state, "recipe_cfg": recipe_cfg,
+                                          "fitness": fitness, "expected": expected, "db_root": db.root,
+                                          "assemble": assemble})
 
 
 # ---------------------------------------------------------------------------------------- output
+def _assembled_or_sequential(cfg: SearchConfig, result: dict[str, Any]) -> dict[str, Any]:
+    """``finalize: sequential``: the output is the recipe's own (sequential) computation at the searched
+    levels, so there are no database weights to assemble or to compare it with."""
+    if cfg.finalize == "sequential":
+        result.pop("assemble")
+        result["expected"] = None
+        result["sequential"] = True
+    return result
+
+
+def _final_row(report: dict[str, Any], kl: float) -> None:
+    """Put the output (levels recomputed sequentially) first in the comparison; the database profile
+    the search scored stays beside it, renamed."""
+    searched = report["comparison"][0]
+    report["comparison"][0] = {**searched, "name": "searched profile, database weights (as scored)"}
+    report["comparison"].insert(0, {**searched, "name": "searched (output: levels recomputed sequentially)",
+                                    "kl": kl})
+
+
 def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], output: str | os.PathLike | None,
             overwrite: bool, progress: bool) -> SearchResult:
     state: SearchState = result["state"]
@@ -541,10 +564,13 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
         "curve": state.curve,
     })
     points_path = result["db_root"] / "points.json"
-    report["pareto"] = _report.record_points(points_path, report)
     if output is None:
         bundle.model.eval()
         _apply_in_memory(bundle, result)
+        if result.get("sequential"):
+            report["final_kl"] = result["fitness"](cfg.tokens[-1], bundle.model)
+            _final_row(report, report["final_kl"])
+        report["pareto"] = _report.record_points(points_path, report)
         return SearchResult(bundle=bundle, report=report, recipe=recipe)
     _say(progress, "search: writing the output (the searched recipe through compress)")
     with atomic_folder(output, overwrite=overwrite) as tmp:
@@ -556,8 +582,11 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
             diffs = [float((lin[n].weight.detach() - w).abs().max()) for n, w in expected.items()]
             report["reproduced"] = {"exact": max(diffs) == 0.0, "max_abs_diff": max(diffs)}
         report["final_kl"] = result["fitness"](cfg.tokens[-1], final.model)
-        if "reproduced" not in report:
+        if result.get("sequential"):
+            _final_row(report, report["final_kl"])
+        elif "reproduced" not in report:
             report["reproduced"] = {"exact": report["final_kl"] == state.fitness}
+        report["pareto"] = _report.record_points(points_path, report)
         write_json(tmp / _report.REPORT_JSON, report)
         (tmp / _report.REPORT_MD).write_text(_report.markdown(report))
         _report.plots(report, tmp)
@@ -566,8 +595,9 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
 
 
 def _apply_in_memory(bundle: ModelBundle, result: dict[str, Any]) -> None:
-    """No output folder: leave the searched model in ``bundle``, assembled from the level database
-    (the weights the recipe reproduces) or, for block dropping, rebuilt by its recipe stage."""
+    """No output folder: leave the searched model in ``bundle``: assembled from the level database
+    (``finalize: assembled``, the weights the recipe reproduces) or built by its recipe stage (sequential
+    levels; block dropping)."""
     if "assemble" in result:
         result["assemble"]()
     else:
