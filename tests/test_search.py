@@ -111,7 +111,8 @@ def test_sequential_finalize_keeps_the_zeros_and_reproduces(tiny, tmp_path):
     first, scored = rep["comparison"][:2]
     assert first["name"].startswith("searched (output") and scored["name"].startswith("searched profile, database")
     assert first["kl"] == rep["final_kl"] and scored["kl"] == rep["curve"][-1]["fitness"]
-    assert first["kl"] != scored["kl"] and "reproduced" not in rep
+    assert first["kl"] != scored["kl"] and "reproduced" not in rep and rep["finalize"] == "sequential"
+    assert "`finalize: sequential`" in (tmp_path / "out" / "search_report.md").read_text()
     out = load_file(tmp_path / "out" / "model.safetensors")
     for r in rep["layers"]:  # each layer has exactly its searched number of zeros
         assert int((out[r["name"] + ".weight"] == 0).sum()) == r["zeros"]

@@ -60,6 +60,9 @@ def markdown(report: dict[str, Any]) -> str:
     if "level_bytes" in db:
         lines.append(f"- level database `{db['key']}`: {db['level_bytes'] / 1e6:.1f} MB of levels + "
                      f"{db['stats_bytes'] / 1e6:.1f} MB of calibration statistics")
+    if report.get("finalize") == "sequential":
+        lines.append("- output: the searched levels recomputed block by block on the compressed model's inputs "
+                     "(`finalize: sequential`); the database weights the search scored are the second row below")
     if "reproduced" in report:
         lines.append(f"- recipe reproduces the searched weights exactly: {report['reproduced']['exact']}")
     lines += ["", "## Comparison at the same budget (KL to the dense model, lower is better)", "",

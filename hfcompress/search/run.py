@@ -563,6 +563,8 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
                    "resumed_from": state.resumed_from, "accepted": sum(1 for c in state.curve[1:] if c["accepted"])},
         "curve": state.curve,
     })
+    if cfg.method != "drop":
+        report["finalize"] = cfg.finalize
     points_path = result["db_root"] / "points.json"
     if output is None:
         bundle.model.eval()
