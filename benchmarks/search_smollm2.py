@@ -5,10 +5,11 @@ Setup: fp32 model; level database, calibration and search fitness on fixtures/en
 16,384 WikiText-2 test tokens in 512-token windows (never searched on). Each configuration runs
 in its own process::
 
-    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 [--generations 30]
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --generations 55 [--baseline uniform | owl]
     .venv/bin/python benchmarks/search_smollm2.py drop-6
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3.5 [--baseline uniform]   # uniform = plain gptq 4-bit
-    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3       # vs uniform 3-bit from the database ('start')
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3 [--baseline uniform]   # uniform = sequential GPTQ,
+                                                    # every block Linear overridden to 3 bits
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-4.5 [--baseline uniform]   # vs plain gptq 4-bit
     .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
     .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce   # after the search
