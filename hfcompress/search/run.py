@@ -231,7 +231,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
                   {"name": "uniform (dense inputs, search start)", "kl": state.curve[0]["fitness"],
                    "zeros": uniform_zeros, "sparsity": uniform_zeros / total}]
     installed.set(best)
-    searched_state = {n: m.weight.detach().clone() for n, m in linears.items()}
+    searched_state = _assembled_weights(cfg, linears)
     db.restore_dense()
     installed.current.clear()
     if cfg.baselines:
@@ -466,7 +466,7 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
                   {"name": "start (near-uniform, dense inputs)", "kl": state.curve[0]["fitness"],
                    "average_bits": start_totals["average_bits"], "bytes": start_totals["bytes"]}]
     install(best)
-    expected = {n: m.weight.detach().clone() for n, m in db.linears.items()}
+    expected = _assembled_weights(cfg, db.linears)
     db.restore_dense()
     current.clear()
     uniform = sorted({b for b in plan.bits(plan.space.start).values()})
@@ -527,13 +527,24 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
 
 
 # ---------------------------------------------------------------------------------------- output
+def _sequential(cfg: SearchConfig) -> bool:
+    """Whether the output recomputes the searched levels block by block (``finalize: sequential``);
+    block dropping has no weights to recompute."""
+    return cfg.method != "drop" and cfg.finalize == "sequential"
+
+
+def _assembled_weights(cfg: SearchConfig, linears: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The installed searched weights, kept only when the output must reproduce them (``assembled``)."""
+    if _sequential(cfg):
+        return None
+    return {n: m.weight.detach().clone() for n, m in linears.items()}
+
+
 def _assembled_or_sequential(cfg: SearchConfig, result: dict[str, Any]) -> dict[str, Any]:
     """``finalize: sequential``: the output is the recipe's own (sequential) computation at the searched
     levels, so there are no database weights to assemble or to compare it with."""
-    if cfg.finalize == "sequential":
+    if _sequential(cfg):
         result.pop("assemble")
-        result["expected"] = None
-        result["sequential"] = True
     return result
 
 
@@ -569,7 +580,7 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
     if output is None:
         bundle.model.eval()
         _apply_in_memory(bundle, result)
-        if result.get("sequential"):
+        if _sequential(cfg):
             report["final_kl"] = result["fitness"](cfg.tokens[-1], bundle.model)
             _final_row(report, report["final_kl"])
         report["pareto"] = _report.record_points(points_path, report)
@@ -584,7 +595,7 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
             diffs = [float((lin[n].weight.detach() - w).abs().max()) for n, w in expected.items()]
             report["reproduced"] = {"exact": max(diffs) == 0.0, "max_abs_diff": max(diffs)}
         report["final_kl"] = result["fitness"](cfg.tokens[-1], final.model)
-        if result.get("sequential"):
+        if _sequential(cfg):
             _final_row(report, report["final_kl"])
         elif "reproduced" not in report:
             report["reproduced"] = {"exact": report["final_kl"] == state.fitness}
