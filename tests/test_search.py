@@ -112,7 +112,10 @@ def test_sequential_finalize_keeps_the_zeros_and_reproduces(tiny, tmp_path):
     assert first["name"].startswith("searched (output") and scored["name"].startswith("searched profile, database")
     assert first["kl"] == rep["final_kl"] and scored["kl"] == rep["curve"][-1]["fitness"]
     assert first["kl"] != scored["kl"] and "reproduced" not in rep and rep["finalize"] == "sequential"
-    assert "`finalize: sequential`" in (tmp_path / "out" / "search_report.md").read_text()
+    md = (tmp_path / "out" / "search_report.md").read_text()
+    assert "`finalize: sequential`" in md and "run from their first changed block" in md
+    sc = rep["scoring"]
+    assert sc["from_first_changed_block"] and 0 < sc["blocks_run"] < sc["blocks_whole"]
     out = load_file(tmp_path / "out" / "model.safetensors")
     for r in rep["layers"]:  # each layer has exactly its searched number of zeros
         assert int((out[r["name"] + ".weight"] == 0).sum()) == r["zeros"]
@@ -208,3 +211,43 @@ def test_drop_blocks_stage_without_blocks_is_refused_in_one_line(stage):
 
     with pytest.raises(RecipeError, match=r"^x\.yaml:3: .*give the blocks to drop"):
         parse_recipe(f"version: 1\nstages:\n- prune:\n    {stage}\n", source="x.yaml")
+
+
+def test_prefix_scorer_runs_from_the_first_changed_block(tiny):
+    """A candidate runs from its first changed block on the kept inputs of a profile sharing the blocks
+    before it: the same KL as a whole forward (bit for bit on the capture tokens), fewer blocks run; a
+    limit too small for the kept inputs turns it off; a resumed parent is primed."""
+    from hfcompress.search.fitness import Fitness, PrefixScorer
+
+    folder, _ = tiny
+    model = hfcompress.load(str(folder), dtype="float32").model.eval()
+    blocks = list(model.model.layers)
+    names = [f"model.layers.{i}.{p}" for i in range(3) for p in ("self_attn.o_proj", "mlp.down_proj")]
+    mods = dict(model.named_modules())
+    dense = {n: mods[n].weight.detach().clone() for n in names}
+    windows = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(3))
+    fitness = Fitness(model, windows)
+
+    def install(profile):
+        with torch.no_grad():
+            for n, k in zip(names, profile, strict=True):
+                mods[n].weight.copy_(dense[n] * (1 - 0.2 * k))
+
+    scorer = PrefixScorer(fitness, blocks, [0, 0, 1, 1, 2, 2], install, capture_tokens=128)
+    rng = random.Random(0)
+    profiles = [(0,) * 6] + [tuple(rng.randint(0, 2) for _ in range(6)) for _ in range(12)]
+    for p in profiles:
+        for tokens in (32, 128):
+            got = scorer(p, tokens)
+            install(p)
+            whole = fitness(tokens)
+            if tokens == 128:
+                assert got == whole
+            else:
+                assert got == pytest.approx(whole, rel=1e-5, abs=1e-7)
+    assert 0 < scorer.blocks_run < scorer.blocks_total and len(scorer.saved) == 3
+    parent = (1, 0, 0, 0, 0, 2)
+    scorer.prime(parent)
+    assert next(reversed(scorer.saved)) == parent
+    off = PrefixScorer(fitness, blocks, [0, 0, 1, 1, 2, 2], install, capture_tokens=128, limit_bytes=1000)
+    assert off(profiles[1], 128) == scorer(profiles[1], 128) and not off.enabled and not off.saved

@@ -65,8 +65,10 @@ def _progress_line(g: int, total: int, best: float, tokens: list[int], started: 
 
 def evolve(space: Space, evaluate: Callable[[Profile, int], float], *, key: str, state_path: Path,
            generations: int, offspring: int, tokens: list[int], survivors: list[int], max_switches: int,
-           seed: int, progress: bool = True, note: Callable[[str], None] | None = None) -> SearchState:
-    """Run (or continue) the search; ``evaluate(profile, tokens)`` -> fitness (lower is better)."""
+           seed: int, progress: bool = True, note: Callable[[str], None] | None = None,
+           prime: Callable[[Profile], None] | None = None) -> SearchState:
+    """Run (or continue) the search; ``evaluate(profile, tokens)`` -> fitness (lower is better);
+    ``prime(parent)`` is called before each generation (a scorer's cache of the parent, lost by a resume)."""
     state = SearchState.load(state_path, key)
     if state is None:
         start = space.start
@@ -82,6 +84,8 @@ def evolve(space: Space, evaluate: Callable[[Profile, int], float], *, key: str,
         g = state.generation
         rng = random.Random(f"hfcompress-search:{seed}:{g}")
         parent: Profile = tuple(state.parent)
+        if prime is not None:
+            prime(parent)
         cands = space.offspring(parent, rng, offspring, max_switches)
         scores: dict[Profile, float] = {}
         for t, keep in zip(tokens, survivors, strict=True):

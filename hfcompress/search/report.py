@@ -56,6 +56,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"{srch['accepted']} accepted" + (f", resumed at generation(s) {srch['resumed_from']}"
                                                 if srch["resumed_from"] else ""),
              f"- budget check: {json.dumps(report['budget_check'])}"]
+    scoring = report.get("scoring", {})
+    if scoring.get("blocks_whole"):
+        lines.append(f"- candidates run from their first changed block on kept block inputs: "
+                     f"{scoring['blocks_run']} of {scoring['blocks_whole']} block forwards run in this process "
+                     f"({scoring['fraction_run']:.0%})")
     db = report["database"]
     if "level_bytes" in db:
         lines.append(f"- level database `{db['key']}`: {db['level_bytes'] / 1e6:.1f} MB of levels + "

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..calibration import block_index, find_block_stacks
 from ..config import CalibrationConfig, build_config
 from ..errors import UnsupportedError, UsageError
 from ..formats import compressed_tensors as ct
@@ -48,7 +49,7 @@ from . import report as _report
 from .budget import Budget, SearchConfig
 from .database import DEFAULT_CACHE, BitsDatabase, SparsityDatabase, fingerprint
 from .evolve import SearchState, evolve
-from .fitness import Fitness, skipped_blocks
+from .fitness import Fitness, PrefixScorer, skipped_blocks
 from .space import Profile, Space
 
 PRUNE_CONFIGS = {"wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
@@ -143,6 +144,28 @@ def _fitness_windows(bundle: ModelBundle, cfg: SearchConfig) -> torch.Tensor:
     return calibration_ids(bundle, fit_cal).clone()
 
 
+def _scorer(bundle: ModelBundle, fitness: Fitness, names: list[str], install: Any, cfg: SearchConfig) -> Any:
+    """``evaluate(profile, tokens)``: install the profile and score it from its first changed block
+    (:class:`PrefixScorer`); whole forwards when the model has more than one block stack."""
+    stacks = find_block_stacks(bundle.model)
+    if len(stacks) != 1:
+        def whole(profile: Profile, tokens: int) -> float:
+            install(profile)
+            return fitness(tokens)
+        return whole
+    unit_block = [where[1] if (where := block_index(n, stacks)) is not None else 0 for n in names]
+    return PrefixScorer(fitness, list(stacks[0].blocks), unit_block, install, cfg.tokens[-1])
+
+
+def _scoring(evaluate: Any) -> dict[str, Any]:
+    """How the candidates of this run were scored (blocks run out of the blocks a whole forward runs)."""
+    if not isinstance(evaluate, PrefixScorer):
+        return {"from_first_changed_block": False}
+    return {"from_first_changed_block": evaluate.enabled, "blocks_run": evaluate.blocks_run,
+            "blocks_whole": evaluate.blocks_total,
+            "fraction_run": round(evaluate.blocks_run / max(evaluate.blocks_total, 1), 4)}
+
+
 def _evolve(space: Any, evaluate: Any, db: Any, cfg: Any, what: dict[str, Any], progress: bool) -> Any:
     """The evolutionary search over ``space``, resumable from ``<db>/runs/<key>.json`` (key: the
     database, ``what`` is searched and the search options)."""
@@ -150,7 +173,8 @@ def _evolve(space: Any, evaluate: Any, db: Any, cfg: Any, what: dict[str, Any], 
                       "survivors": cfg.survivors, "max_switches": cfg.max_switches, "seed": cfg.seed})
     return evolve(space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
-                  max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+                  max_switches=cfg.max_switches, seed=cfg.seed, progress=progress,
+                  prime=getattr(evaluate, "prime", None))
 
 
 def _state_key(parts: dict[str, Any]) -> str:
@@ -210,11 +234,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
     db.ensure(wanted, note=(lambda m: _say(progress, f"search: {m}")) if progress else None)
     db_seconds = round(time.perf_counter() - t, 1)
     installed = Installed(db, plan)
-
-    def evaluate(profile: Profile, tokens: int) -> float:
-        installed.set(profile)
-        return fitness(tokens)
-
+    evaluate = _scorer(bundle, fitness, plan.names, installed.set, cfg)
     state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "grid": [lo, hi, str(step)]}, progress)
     best = tuple(state.parent)
     zeros = plan.profile_zeros(best)
@@ -258,7 +278,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
         "database": {"key": db.key, "stats_bytes": sizes["stats"], "level_bytes": sizes["levels"],
                      "built_stats_now": db.built_now["stats"], "entries_computed_now": db.built_now["entries"],
                      "seconds": db_seconds},
-        "layers": layers, "comparison": comparison,
+        "layers": layers, "comparison": comparison, "scoring": _scoring(evaluate),
     }
     return _assembled_or_sequential(cfg, {"report": report, "state": state, "recipe_cfg": recipe_cfg,
                                           "fitness": fitness, "expected": searched_state, "db_root": db.root,
@@ -451,10 +471,7 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
                 db.install(n, b)
                 current[n] = b
 
-    def evaluate(profile: Profile, tokens: int) -> float:
-        install(profile)
-        return fitness(tokens)
-
+    evaluate = _scorer(bundle, fitness, plan.names, install, cfg)
     state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "levels": list(plan.levels)}, progress)
     best = tuple(state.parent)
     if plan.space.cost(best) != plan.achieved:  # the space guarantees it; a broken invariant must not pass
@@ -506,7 +523,7 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
         "database": {"key": db.key, "stats_bytes": sizes["stats"], "level_bytes": sizes["levels"],
                      "built_stats_now": db.built_now["stats"], "entries_computed_now": db.built_now["entries"],
                      "seconds": db_seconds},
-        "layers": layers, "comparison": comparison,
+        "layers": layers, "comparison": comparison, "scoring": _scoring(evaluate),
     }
     if db.outside:
         report["outside_blocks"] = {"modules": db.outside, "bits": 8, "note": "rounded to nearest at 8 bits by the "
