@@ -62,7 +62,7 @@ UNIFORM_BITS = {"gptq-bits-3.5": 4, "gptq-bits-4.5": 4, "gptq-size-0.11": 4}
 
 
 def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-           levels: str | None = None):
+           levels: str | None = None, time_limit: float | None = None):
     import torch
 
     torch.set_num_threads(2)
@@ -72,7 +72,7 @@ def _setup(name: str, generations: int, offspring: int, tokens: list[int], survi
     cal = CalibrationConfig(dataset=f"{DATA}/fixtures/enwiki-sample", samples=32, seq_len=512)
     opts = {**CONFIGS[name], **({"levels": levels} if levels else {})}
     return cal, SearchConfig(**opts, generations=generations, offspring=offspring, tokens=tokens,
-                             survivors=survivors, calibration=cal, baselines=False)
+                             survivors=survivors, calibration=cal, baselines=False, time_limit=time_limit)
 
 
 def _ppl(model, tok) -> float:
@@ -89,7 +89,7 @@ def _zeros(model) -> int:
 
 
 def run_one(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-            levels: str | None = None) -> dict:
+            levels: str | None = None, time_limit: float | None = None) -> dict:
     """The search (model assembled from the level database), its perplexity and the uniform
     dense-inputs start's (also from the database)."""
     import hfcompress
@@ -98,7 +98,7 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
     from hfcompress.search.database import SparsityDatabase
     from hfcompress.stage import StageContext, run_stage
 
-    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels)
+    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels, time_limit)
     t = time.perf_counter()
     res = search(str(MODEL), cfg, progress=True)
     rep = res.report
@@ -106,7 +106,9 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
            "tokens": tokens, "survivors": survivors, "evaluations": rep["search"]["evaluations"],
            "search_seconds_under_load": round(time.perf_counter() - t), "database": rep["database"],
            "budget_check": rep["budget_check"], "curve": [round(c["fitness"], 5) for c in rep["curve"]],
-           "resumed_from": rep["search"]["resumed_from"]}
+           "resumed_from": rep["search"]["resumed_from"], "scoring": rep.get("scoring"),
+           "time_limit_minutes": time_limit, "stopped_at_time_limit": rep["search"]["stopped_at_time_limit"],
+           "generations_asked": generations}
     # comparison[0] is the output: with finalize=sequential the searched levels recomputed block by block;
     # the database profile the search scored follows it
     points = {"searched": {"kl": rep["comparison"][0]["kl"], "ppl": _ppl(res.bundle.model, res.bundle.tokenizer)}}
@@ -275,6 +277,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tokens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
     p.add_argument("--levels", default=None, help="override the configuration's sparsity grid")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="the search's time limit (loading and database included): as many generations as fit")
     p.add_argument("--reproduce", action="store_true",
                    help="after the search: run its recipe through compress from the YAML file and score it")
     a = p.parse_args(argv)
@@ -298,7 +302,7 @@ def main(argv: list[str]) -> int:
             rows[a.name]["points"][a.baseline] = point
             write_results([rows[n] for n in CONFIGS if n in rows])
         return 0
-    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels)
+    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels, a.time_limit)
     for which in ("uniform", "owl"):  # baselines scored by --baseline runs
         path = RESULTS / f".search-baseline-{a.name}-{which}.json"
         if path.is_file():

@@ -3,6 +3,7 @@ one-line errors, and recipes that reproduce the searched model."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -196,10 +197,24 @@ def test_cli_search_and_one_line_error(tiny, tmp_path):
             "--generations", "1", "--cache-dir", str(tmp_path / "cache"), "--no-baselines", "--no-progress"]
     bad = subprocess.run(base + ["--budget", "bits=3", "-o", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "searches sparsity levels, not bits" in bad.stderr
-    ok = subprocess.run(base + ["--budget", "sparsity=0.5", "-o", str(tmp_path / "out")], capture_output=True,
-                        text=True)
+    ok = subprocess.run(base + ["--budget", "sparsity=0.5", "-o", str(tmp_path / "out"), "--generations", "5",
+                                "--time-limit", "1e-5"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "budget check" in ok.stdout and (tmp_path / "out" / "recipe.yaml").is_file()
+    srch = json.loads((tmp_path / "out" / "search_report.json").read_text())["search"]
+    assert srch["generations"] == 1 and srch["generations_asked"] == 5 and srch["stopped_at_time_limit"]
+    assert "stopped by the 1e-05-minute time limit (5 asked)" in (tmp_path / "out" / "search_report.md").read_text()
+
+
+def test_time_limit_stops_between_generations_and_a_rerun_resumes(tiny, tmp_path):
+    folder, data = tiny
+    full = search(str(folder), opts(data, tmp_path / "a", method="wanda", generations=3), progress=False).report
+    cut = search(str(folder), opts(data, tmp_path / "b", method="wanda", generations=3, time_limit=1e-5),
+                 progress=False).report
+    assert cut["search"]["generations"] == 1 and cut["search"]["stopped_at_time_limit"]
+    more = search(str(folder), opts(data, tmp_path / "b", method="wanda", generations=3), progress=False).report
+    assert more["search"]["resumed_from"] == [1] and not more["search"]["stopped_at_time_limit"]
+    assert [c["fitness"] for c in more["curve"]] == [c["fitness"] for c in full["curve"]]
 
 
 @pytest.mark.parametrize("stage", ["method: drop-blocks", "method: drop-blocks\n    blocks: []"])

@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"method": args.method, "budget": args.budget,
                               "calibration": build_config(CalibrationConfig, {**cal_defaults, **cal_given}, flags=True)}
     for name in ("levels", "generations", "offspring", "tokens", "survivors", "max_switches", "seed", "batch_size",
-                 "cache_dir", "group_size", "finalize"):
+                 "cache_dir", "group_size", "finalize", "time_limit"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
@@ -75,6 +75,9 @@ def register(sub: Any) -> None:
     g.add_argument("--group-size", type=int, default=None,
                    help="gptq: inputs per scale group (default: 128, with the 64 / 32 fallback; -1: per channel)")
     g.add_argument("--generations", type=int, default=None, help=f"generations (default: {f['generations'].default})")
+    g.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="start no generation that would end past MINUTES after the start (loading and level "
+                        "database included); the report says how many ran, a rerun with more time resumes")
     g.add_argument("--offspring", type=int, default=None, help=f"offspring per generation "
                                                               f"(default: {f['offspring'].default})")
     g.add_argument("--tokens", type=int, nargs="+", default=None, metavar="N",

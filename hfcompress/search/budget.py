@@ -106,6 +106,11 @@ class SearchConfig(StrictModel):
                                           "more for the survivors)")
     survivors: list[int] = Field(default_factory=lambda: [4, 1],
                                  description="offspring kept after each selection step (the last is 1)")
+    time_limit: float | None = Field(None, gt=0, le=100_000,
+                                     description="minutes: start no generation that would end past this long "
+                                                 "after the search began (loading and level database included; "
+                                                 "writing the output comes after); the report says how many "
+                                                 "generations ran, a rerun with more time resumes")
     max_switches: int = Field(3, ge=1, le=64, description="most level switches per mutation")
     seed: int = Field(0, description="seed of the search (mutations)")
     calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=32, seq_len=512),

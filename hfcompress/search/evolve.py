@@ -36,6 +36,8 @@ class SearchState:
     curve: list[dict[str, Any]] = field(default_factory=list)
     evaluations: int = 0
     resumed_from: list[int] = field(default_factory=list)
+    #: this run stopped before ``generations`` because the next generation would pass the deadline
+    stopped_at_deadline: bool = False
 
     @classmethod
     def load(cls, path: Path, key: str) -> SearchState | None:
@@ -66,9 +68,11 @@ def _progress_line(g: int, total: int, best: float, tokens: list[int], started: 
 def evolve(space: Space, evaluate: Callable[[Profile, int], float], *, key: str, state_path: Path,
            generations: int, offspring: int, tokens: list[int], survivors: list[int], max_switches: int,
            seed: int, progress: bool = True, note: Callable[[str], None] | None = None,
-           prime: Callable[[Profile], None] | None = None) -> SearchState:
+           prime: Callable[[Profile], None] | None = None, deadline: float | None = None) -> SearchState:
     """Run (or continue) the search; ``evaluate(profile, tokens)`` -> fitness (lower is better);
-    ``prime(parent)`` is called before each generation (a scorer's cache of the parent, lost by a resume)."""
+    ``prime(parent)`` is called before each generation (a scorer's cache of the parent, lost by a resume);
+    no generation starts that would end past ``deadline`` (``time.perf_counter()`` seconds, judged by
+    the mean generation time so far; at least one runs)."""
     state = SearchState.load(state_path, key)
     if state is None:
         start = space.start
@@ -80,8 +84,14 @@ def evolve(space: Space, evaluate: Callable[[Profile, int], float], *, key: str,
         state.resumed_from.append(state.generation)
     started = time.perf_counter()
     first = state.generation
+    state.stopped_at_deadline = False
     while state.generation < generations:
         g = state.generation
+        done = g - first
+        if deadline is not None and done and \
+                time.perf_counter() + (time.perf_counter() - started) / done > deadline:
+            state.stopped_at_deadline = True
+            break
         rng = random.Random(f"hfcompress-search:{seed}:{g}")
         parent: Profile = tuple(state.parent)
         if prime is not None:

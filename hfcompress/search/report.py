@@ -54,7 +54,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"- search: {srch['generations']} generations x {srch['offspring']} offspring "
              f"(survivors {srch['survivors']}), seed {srch['seed']}, {srch['evaluations']} evaluations, "
              f"{srch['accepted']} accepted" + (f", resumed at generation(s) {srch['resumed_from']}"
-                                                if srch["resumed_from"] else ""),
+                                                if srch["resumed_from"] else "")
+             + (f"; stopped by the {srch['time_limit_minutes']:g}-minute time limit ({srch['generations_asked']} "
+                f"asked)" if srch.get("stopped_at_time_limit") else ""),
              f"- budget check: {json.dumps(report['budget_check'])}"]
     scoring = report.get("scoring", {})
     if scoring.get("blocks_whole"):

@@ -166,7 +166,8 @@ def _scoring(evaluate: Any) -> dict[str, Any]:
             "fraction_run": round(evaluate.blocks_run / max(evaluate.blocks_total, 1), 4)}
 
 
-def _evolve(space: Any, evaluate: Any, db: Any, cfg: Any, what: dict[str, Any], progress: bool) -> Any:
+def _evolve(space: Any, evaluate: Any, db: Any, cfg: Any, what: dict[str, Any], progress: bool,
+            deadline: float | None) -> Any:
     """The evolutionary search over ``space``, resumable from ``<db>/runs/<key>.json`` (key: the
     database, ``what`` is searched and the search options)."""
     key = _state_key({"db": db.key, **what, "offspring": cfg.offspring, "tokens": cfg.tokens,
@@ -174,7 +175,7 @@ def _evolve(space: Any, evaluate: Any, db: Any, cfg: Any, what: dict[str, Any], 
     return evolve(space, evaluate, key=key, state_path=db.root / "runs" / f"{key}.json",
                   generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress,
-                  prime=getattr(evaluate, "prime", None))
+                  prime=getattr(evaluate, "prime", None), deadline=deadline)
 
 
 def _state_key(parts: dict[str, Any]) -> str:
@@ -208,18 +209,19 @@ def search(model: str | os.PathLike | ModelBundle, config: SearchConfig | None =
     # bit widths: the level costs and the budget's reachability are checked before any calibration work
     prepared = _prepare_bits(bundle, config, budget, cache_root, progress) if config.method == "gptq" else None
     windows = _fitness_windows(bundle, config)
+    deadline = started + 60 * config.time_limit if config.time_limit is not None else None
     if budget.kind == "sparsity":
-        result = _search_sparsity(bundle, config, budget, grid, windows, cache_root, progress)
+        result = _search_sparsity(bundle, config, budget, grid, windows, cache_root, progress, deadline)
     elif prepared is not None:
-        result = _search_bits(bundle, config, budget, prepared, windows, progress)
+        result = _search_bits(bundle, config, budget, prepared, windows, progress, deadline)
     else:
-        result = _search_drop(bundle, config, budget, windows, cache_root, progress)
+        result = _search_drop(bundle, config, budget, windows, cache_root, progress, deadline)
     result["report"]["seconds"] = round(time.perf_counter() - started, 1)
     return _finish(bundle, config, result, output, overwrite, progress)
 
 
 def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, grid: Any, windows: torch.Tensor,
-                     cache_root: Path, progress: bool) -> dict[str, Any]:
+                     cache_root: Path, progress: bool, deadline: float | None) -> dict[str, Any]:
     lo, hi, step = grid
     model = bundle.model
     info = arch_info(model)
@@ -235,7 +237,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
     db_seconds = round(time.perf_counter() - t, 1)
     installed = Installed(db, plan)
     evaluate = _scorer(bundle, fitness, plan.names, installed.set, cfg)
-    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "grid": [lo, hi, str(step)]}, progress)
+    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "grid": [lo, hi, str(step)]}, progress,
+                    deadline)
     best = tuple(state.parent)
     zeros = plan.profile_zeros(best)
     total = sum(plan.numel.values())
@@ -287,7 +290,7 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
 
 # ---------------------------------------------------------------------------------------- drop
 def _search_drop(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, windows: torch.Tensor,
-                 cache_root: Path, progress: bool) -> dict[str, Any]:
+                 cache_root: Path, progress: bool, deadline: float | None) -> dict[str, Any]:
     model = bundle.model
     info = arch_info(model)
     if len(info.stacks) != 1:
@@ -324,7 +327,7 @@ def _search_drop(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, windows
                       "survivors": cfg.survivors, "max_switches": cfg.max_switches, "seed": cfg.seed})
     state = evolve(space, evaluate, key=key, state_path=root / "runs" / f"{key}.json",
                    generations=cfg.generations, offspring=cfg.offspring, tokens=cfg.tokens, survivors=cfg.survivors,
-                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress)
+                   max_switches=cfg.max_switches, seed=cfg.seed, progress=progress, deadline=deadline)
     best = dropped(tuple(state.parent))
     if len(best) != n_drop:
         raise AssertionError("search: the profile drops a different number of blocks than the budget")
@@ -455,7 +458,7 @@ def _prepare_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, cache_
 
 
 def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepared: tuple[BitsDatabase, BitsPlan],
-                 windows: torch.Tensor, progress: bool) -> dict[str, Any]:
+                 windows: torch.Tensor, progress: bool, deadline: float | None) -> dict[str, Any]:
     db, plan = prepared
     model = bundle.model
     fitness = Fitness(model, windows)  # the dense reference, before any level is installed
@@ -472,7 +475,8 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
                 current[n] = b
 
     evaluate = _scorer(bundle, fitness, plan.names, install, cfg)
-    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "levels": list(plan.levels)}, progress)
+    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "levels": list(plan.levels)}, progress,
+                    deadline)
     best = tuple(state.parent)
     if plan.space.cost(best) != plan.achieved:  # the space guarantees it; a broken invariant must not pass
         raise AssertionError("search: the profile's total differs from the budget's")
@@ -588,7 +592,9 @@ def _finish(bundle: ModelBundle, cfg: SearchConfig, result: dict[str, Any], outp
                     "windows": {"dataset": cal.dataset, "seed": cal.seed + 1, "seq_len": cal.seq_len}},
         "search": {"generations": state.generation, "offspring": cfg.offspring, "survivors": cfg.survivors,
                    "max_switches": cfg.max_switches, "seed": cfg.seed, "evaluations": state.evaluations,
-                   "resumed_from": state.resumed_from, "accepted": sum(1 for c in state.curve[1:] if c["accepted"])},
+                   "resumed_from": state.resumed_from, "accepted": sum(1 for c in state.curve[1:] if c["accepted"]),
+                   "generations_asked": cfg.generations, "time_limit_minutes": cfg.time_limit,
+                   "stopped_at_time_limit": state.stopped_at_deadline},
         "curve": state.curve,
     })
     if cfg.method != "drop":
