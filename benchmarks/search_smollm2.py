@@ -62,7 +62,7 @@ UNIFORM_BITS = {"gptq-bits-3.5": 4, "gptq-bits-4.5": 4, "gptq-size-0.11": 4}
 
 
 def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-           levels: str | None = None, time_limit: float | None = None):
+           levels: str | None = None, time_limit: float | None = None, start: str | None = None):
     import torch
 
     torch.set_num_threads(2)
@@ -72,7 +72,8 @@ def _setup(name: str, generations: int, offspring: int, tokens: list[int], survi
     cal = CalibrationConfig(dataset=f"{DATA}/fixtures/enwiki-sample", samples=32, seq_len=512)
     opts = {**CONFIGS[name], **({"levels": levels} if levels else {})}
     return cal, SearchConfig(**opts, generations=generations, offspring=offspring, tokens=tokens,
-                             survivors=survivors, calibration=cal, baselines=False, time_limit=time_limit)
+                             survivors=survivors, calibration=cal, baselines=False, time_limit=time_limit,
+                             **({"start": start} if start else {}))
 
 
 def _ppl(model, tok) -> float:
@@ -89,7 +90,7 @@ def _zeros(model) -> int:
 
 
 def run_one(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-            levels: str | None = None, time_limit: float | None = None) -> dict:
+            levels: str | None = None, time_limit: float | None = None, start: str | None = None) -> dict:
     """The search (model assembled from the level database), its perplexity and the uniform
     dense-inputs start's (also from the database)."""
     import hfcompress
@@ -98,7 +99,7 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
     from hfcompress.search.database import SparsityDatabase
     from hfcompress.stage import StageContext, run_stage
 
-    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels, time_limit)
+    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels, time_limit, start)
     t = time.perf_counter()
     res = search(str(MODEL), cfg, progress=True)
     rep = res.report
@@ -108,13 +109,14 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
            "budget_check": rep["budget_check"], "curve": [round(c["fitness"], 5) for c in rep["curve"]],
            "resumed_from": rep["search"]["resumed_from"], "scoring": rep.get("scoring"),
            "time_limit_minutes": time_limit, "stopped_at_time_limit": rep["search"]["stopped_at_time_limit"],
-           "generations_asked": generations}
+           "generations_asked": generations, "start": cfg.start}
     # comparison[0] is the output: with finalize=sequential the searched levels recomputed block by block;
     # the database profile the search scored follows it
     points = {"searched": {"kl": rep["comparison"][0]["kl"], "ppl": _ppl(res.bundle.model, res.bundle.tokenizer)}}
     print("searched", points["searched"], flush=True)
     scored = rep["comparison"][1] if rep["comparison"][1]["name"].startswith("searched profile") else None
-    start = next(c for c in rep["comparison"] if c["name"].startswith(("uniform (dense", "start", "angular")))
+    start = next(c for c in rep["comparison"]
+                 if c["name"].startswith(("uniform (dense", "OWL-shaped (dense", "start", "angular")))
     b = hfcompress.load(str(MODEL), dtype="float32")
     if cfg.method == "drop":
         run_stage(b, DropBlocksConfig(blocks=start["dropped"]), StageContext(progress=False))
@@ -141,8 +143,8 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
             for r in rep["layers"]:
                 db.install(r["name"], r["zeros"])
             points[scored["name"]] = {"kl": scored["kl"], "ppl": _ppl(b.model, b.tokenizer), "zeros": _zeros(b.model)}
-        for r in rep["layers"]:  # level 0 everywhere: the uniform profile
-            db.install(r["name"], r["zeros"] - r["level"] * (r["params"] // q))
+        for r in rep["layers"]:  # the search's start: level 0 everywhere (uniform) or OWL's levels
+            db.install(r["name"], r["zeros"] - (r["level"] - r["start_level"]) * (r["params"] // q))
         row["layers"] = [(r["name"].replace("model.layers.", ""), round(r["sparsity"], 4)) for r in rep["layers"]]
     points[start["name"]] = {"kl": start["kl"], "ppl": _ppl(b.model, b.tokenizer)}
     if cfg.method == "gptq":
@@ -277,6 +279,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tokens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
     p.add_argument("--levels", default=None, help="override the configuration's sparsity grid")
+    p.add_argument("--start", choices=["uniform", "owl"], default=None, help="the search's first parent")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="the search's time limit (loading and database included): as many generations as fit")
     p.add_argument("--reproduce", action="store_true",
@@ -302,7 +305,7 @@ def main(argv: list[str]) -> int:
             rows[a.name]["points"][a.baseline] = point
             write_results([rows[n] for n in CONFIGS if n in rows])
         return 0
-    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels, a.time_limit)
+    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels, a.time_limit, a.start)
     for which in ("uniform", "owl"):  # baselines scored by --baseline runs
         path = RESULTS / f".search-baseline-{a.name}-{which}.json"
         if path.is_file():

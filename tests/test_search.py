@@ -68,6 +68,46 @@ def test_space_mutations_keep_the_cost_exact():
     assert parent != space.start
 
 
+def test_space_nearest_is_exact_and_close():
+    space = Space([f"u{i}" for i in range(12)], [-3] * 12, [3] * 12, [1, 1, 3, 3, 8, 8, 8, 1, 1, 3, 8, 8])
+    targets = [2.4, -1.6, 0.7, -2.2, 1.1, 0.2, -0.4, 2.9, -3.5, 1.5, 0.6, -0.8]
+    prof = space.nearest(targets)
+    assert space.valid(prof) and prof == space.nearest(targets)
+    assert all(abs(k - t) <= 2.5 for k, t in zip(prof, targets, strict=True))
+    assert space.nearest([0.0] * 12) == space.start
+    with pytest.raises(ValueError):
+        Space(["a", "b"], [0, -1], [1, 0], [2, 3]).nearest([1.0, -1.0])  # cost -1: no move fits
+
+
+def test_owl_start_is_exact_and_reported(tiny, tmp_path):
+    """--start owl: the first parent carries OWL's per-block sparsities (from the database statistics)
+    at exactly the budget's zeros; the report names it and keeps each layer's start level."""
+    from hfcompress.prune.engine import arch_info, calibration_ids, target_linears
+    from hfcompress.prune.owl import owl_block_sparsities
+
+    folder, data = tiny
+    res = search(str(folder), opts(data, tmp_path / "cache", start="owl", generations=1), progress=False)
+    rep = res.report
+    names = [c["name"] for c in rep["comparison"]]
+    assert rep["budget_check"]["exact"] and "OWL-shaped (dense inputs, search start)" in names
+    start = [r["start_level"] for r in rep["layers"]]
+    assert any(start) and {r["start_level"] for r in rep["layers"] if r["name"].startswith("model.layers.0.")} != \
+        {r["start_level"] for r in rep["layers"] if r["name"].startswith("model.layers.2.")}
+    # the same block sparsities as OWL's own calibration pass (prune --owl)
+    b = hfcompress.load(str(folder), dtype="float32")
+    info = arch_info(b.model)
+    cal = SearchConfig(method="sparsegpt", budget="sparsity=0.5", calibration={"dataset": data, "samples": 4,
+                                                                               "seq_len": 32}).calibration
+    owl = owl_block_sparsities(b.model, info, target_linears(b.model, info, None, None), calibration_ids(b, cal),
+                               0.5, 0.08, 5.0, None)
+    for i, sp in enumerate(owl):  # each block's start levels sit near OWL's sparsity (step 1/16)
+        levels = [r["start_level"] for r in rep["layers"] if r["name"].startswith(f"model.layers.{i}.")]
+        assert abs(sum(levels) / len(levels) - (sp - 0.5) * 16) <= 1.0
+    other = search(str(folder), opts(data, tmp_path / "cache", generations=1), progress=False).report
+    assert "uniform (dense inputs, search start)" in [c["name"] for c in other["comparison"]]
+    assert other["curve"] != rep["curve"]
+
+
 @pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
 def test_budget_exact_and_recipe_reproduces(tiny, tmp_path, method):
     folder, data = tiny
@@ -175,6 +215,7 @@ def test_drop_blocks_exact_and_reproducible(tiny, tmp_path):
     (dict(budget="zeros=5"), "write KIND=VALUE"),
     (dict(budget="sparsity=1.2"), "sparsity must be in"),
     (dict(budget="sparsity=0.5", levels="0.2:0.8:0.3"), "must be 1/Q"),
+    (dict(method="gptq", budget="bits=3", start="owl"), "--start owl applies to wanda / sparsegpt"),
 ])
 def test_budget_errors_before_any_work(tmp_path, kw, match):
     with pytest.raises(UsageError, match=match) as err:

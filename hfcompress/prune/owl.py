@@ -31,21 +31,31 @@ def owl_block_sparsities(model, info: Any, linears: dict[str, Any], ids, target:
             acc.add(names[0], x)
         norm = acc.pop_norms(names[0])
         for name in names:
-            score = linears[name].weight.detach().abs().float()
-            if norm is not None:
-                score = score * norm
             si, bi = block_index(name, stacks)
-            b = offsets[si] + bi
-            outliers[b] += int((score > m * score.mean()).sum())
-            counts[b] += score.numel()
+            o, c = outliers_of(linears[name].weight, norm, m)
+            outliers[offsets[si] + bi] += o
+            counts[offsets[si] + bi] += c
 
     Sequential(model, None, linears, on_group, acc_add(acc), batch_size, progress=progress,
                compute_dtype=compute_dtype, stacks=stacks).run(ids)
-    ratios = torch.tensor([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)], dtype=torch.float64)
-    span = float(ratios.max() - ratios.min())
+    return sparsities_from_ratios([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)], target, lam)
+
+
+def outliers_of(weight: torch.Tensor, norm: torch.Tensor | None, m: float) -> tuple[int, int]:
+    """(Wanda scores ``|W_ij| * ||X_j||`` above ``m`` x their mean, scores) of one layer."""
+    score = weight.detach().abs().float()
+    if norm is not None:
+        score = score * norm
+    return int((score > m * score.mean()).sum()), score.numel()
+
+
+def sparsities_from_ratios(ratios: list[float], target: float, lam: float) -> list[float]:
+    """Per-block sparsity from the blocks' outlier ratios (see the module doc)."""
+    r = torch.tensor(ratios, dtype=torch.float64)
+    span = float(r.max() - r.min())
     if span <= 0:
-        return [target] * n_blocks
-    r = (ratios - ratios.min()) / span * (2 * lam)
+        return [target] * len(ratios)
+    r = (r - r.min()) / span * (2 * lam)
     sp = target - (r - r.mean())
     return [float(min(max(x, 0.0), 0.99)) for x in sp]
 

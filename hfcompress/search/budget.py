@@ -106,6 +106,10 @@ class SearchConfig(StrictModel):
                                           "more for the survivors)")
     survivors: list[int] = Field(default_factory=lambda: [4, 1],
                                  description="offspring kept after each selection step (the last is 1)")
+    start: Literal["uniform", "owl"] = Field(
+        "uniform", description="wanda / sparsegpt: the search's first parent. uniform: every layer at the budget's "
+                               "sparsity (EvoPress); owl: OWL's per-block sparsities (lambda 0.08, M 5, from the "
+                               "level database's statistics) on the level grid, rounded to the exact budget")
     time_limit: float | None = Field(None, gt=0, le=100_000,
                                      description="minutes: start no generation that would end past this long "
                                                  "after the search began (loading and level database included; "
@@ -155,6 +159,9 @@ class SearchConfig(StrictModel):
         if self.method == "drop" and "finalize" in self.model_fields_set:
             raise UsageError("--finalize applies to wanda / sparsegpt / gptq searches (dropped blocks have no "
                              "weights to recompute): remove it")
+        if self.start != "uniform" and self.method not in ("wanda", "sparsegpt"):
+            raise UsageError(f"--start {self.start} applies to wanda / sparsegpt searches (--method {self.method} "
+                             f"starts from its own profile): remove it")
         if self.group_size is not None and self.method != "gptq":
             raise UsageError("--group-size applies to --method gptq (bit-width levels): remove it")
         if self.method == "gptq":

@@ -202,6 +202,20 @@ class SparsityDatabase(_LevelStore):
         data = load_file(self.root / "stats" / f"{_safe(group[0])}.safetensors")
         return {} if "none" in data else data
 
+    def input_norms(self) -> dict[str, torch.Tensor | None]:
+        """Per layer, ``||X_j||`` of its dense calibration inputs (Wanda's statistic; for SparseGPT the
+        square root of the Hessian's diagonal), None where no token reached it."""
+        self.ensure_stats()
+        assert self.groups is not None
+        out: dict[str, torch.Tensor | None] = {}
+        for group in self.groups:
+            stats = self._stats(group)
+            norm = stats.get("norm")
+            if norm is None and "H" in stats:
+                norm = torch.diagonal(stats["H"]).clamp(min=0).sqrt()
+            out.update(dict.fromkeys(group, norm))
+        return out
+
     # -- level entries ----------------------------------------------------------------------
     def ensure(self, wanted: dict[str, list[int]], note: Any = None) -> None:
         """Compute every missing ``(layer, zeros)`` of ``wanted`` (per layer, the same-length list

@@ -40,6 +40,7 @@ from ..loading import ModelBundle, load
 from ..pipeline import compress
 from ..prune.drop import DropBlocksConfig
 from ..prune.engine import arch_info, calibration_ids, target_linears
+from ..prune.owl import outliers_of, sparsities_from_ratios
 from ..prune.sparsegpt import SparseGPTConfig
 from ..prune.wanda import WandaConfig
 from ..quantize.gptq import GPTQConfig
@@ -53,6 +54,8 @@ from .fitness import Fitness, PrefixScorer, skipped_blocks
 from .space import Profile, Space
 
 PRUNE_CONFIGS = {"wanda": WandaConfig, "sparsegpt": SparseGPTConfig}
+#: OWL's hyper-parameters for ``start: owl`` (the prune stages' defaults)
+OWL_DEFAULTS = {k: WandaConfig.model_fields[k].default for k in ("owl_lambda", "owl_m")}
 
 
 @dataclass
@@ -121,6 +124,35 @@ def plan_sparsity(linears: dict[str, Any], method: str, budget: Budget, lo: floa
         g = math.gcd(g, step_zeros[n])
     space = Space(names, los, his, [step_zeros[n] // g for n in names])
     return SparsityPlan(names, numel, base, step_zeros, kmin, kmax, space)
+
+
+def _owl_start(bundle: ModelBundle, db: SparsityDatabase, plan: SparsityPlan, target: float, step: Fraction
+               ) -> Profile:
+    """OWL's per-block sparsities (its defaults; outlier ratios from the database's dense input norms,
+    the same statistic OWL's own calibration pass computes) as levels, rounded to the exact budget."""
+    stacks = find_block_stacks(bundle.model)
+    offsets = [sum(len(st) for st in stacks[:k]) for k in range(len(stacks))]
+    norms = db.input_norms()
+    outliers = [0] * sum(len(st) for st in stacks)
+    counts = list(outliers)
+    block_of: dict[str, int] = {}
+    for n in plan.names:
+        where = block_index(n, stacks)
+        if where is None:
+            continue
+        block_of[n] = offsets[where[0]] + where[1]
+        o, c = outliers_of(db.dense[n], norms.get(n), OWL_DEFAULTS["owl_m"])
+        outliers[block_of[n]] += o
+        counts[block_of[n]] += c
+    block_sp = sparsities_from_ratios([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)],
+                                      target, OWL_DEFAULTS["owl_lambda"])
+    q = step.denominator
+    targets = [(block_sp[block_of[n]] - target) * q if n in block_of else 0.0 for n in plan.names]
+    try:
+        return plan.space.nearest(targets)
+    except ValueError:
+        raise UsageError("--start owl: OWL's profile cannot be rounded to this level grid at the exact budget: "
+                         "widen --levels or use --start uniform") from None
 
 
 class Installed:
@@ -236,9 +268,12 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
     db.ensure(wanted, note=(lambda m: _say(progress, f"search: {m}")) if progress else None)
     db_seconds = round(time.perf_counter() - t, 1)
     installed = Installed(db, plan)
+    what: dict[str, Any] = {"budget": str(budget), "grid": [lo, hi, str(step)]}
+    if cfg.start == "owl":
+        plan.space.origin = _owl_start(bundle, db, plan, budget.value, step)
+        what["start"] = "owl"
     evaluate = _scorer(bundle, fitness, plan.names, installed.set, cfg)
-    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "grid": [lo, hi, str(step)]}, progress,
-                    deadline)
+    state = _evolve(plan.space, evaluate, db, cfg, what, progress, deadline)
     best = tuple(state.parent)
     zeros = plan.profile_zeros(best)
     total = sum(plan.numel.values())
@@ -251,7 +286,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
                                            calibration=cfg.calibration, batch_size=cfg.batch_size)
     comparison = [{"name": "searched", "kl": state.fitness, "zeros": uniform_zeros,
                    "sparsity": uniform_zeros / total},
-                  {"name": "uniform (dense inputs, search start)", "kl": state.curve[0]["fitness"],
+                  {"name": f"{'OWL-shaped' if cfg.start == 'owl' else 'uniform'} (dense inputs, search start)",
+                   "kl": state.curve[0]["fitness"],
                    "zeros": uniform_zeros, "sparsity": uniform_zeros / total}]
     installed.set(best)
     searched_state = _assembled_weights(cfg, linears)
@@ -269,8 +305,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
             comparison.append({"name": name, "kl": fitness(cfg.tokens[-1], other.model), "zeros": z,
                                "sparsity": z / total})
             del other
-    layers = [{"name": n, "level": k, "zeros": zeros[n], "sparsity": round(sparsity[n], 6), "params": plan.numel[n]}
-              for n, k in zip(plan.names, best, strict=True)]
+    layers = [{"name": n, "level": k, "zeros": zeros[n], "sparsity": round(sparsity[n], 6), "params": plan.numel[n],
+               "start_level": k0} for n, k, k0 in zip(plan.names, best, plan.space.start, strict=True)]
     sizes = db.size_bytes()
     report = {
         "method": cfg.method, "budget": str(budget), "kind": "sparsity",

@@ -99,6 +99,24 @@ class Space:
                 return True
         return False
 
+    def nearest(self, targets: list[float]) -> Profile:
+        """A profile near real-valued levels ``targets`` whose cost is exactly the budget's: each unit
+        rounded into its range, then units moved one level at a time, toward their targets first and
+        the largest weight that still fits the remaining difference first, until the cost matches.
+        Deterministic; a ValueError when no such profile is found."""
+        prof = [min(max(round(t), lo), hi) for t, lo, hi in zip(targets, self.lo, self.hi, strict=True)]
+        diff = self.cost(tuple(prof)) - self.total
+        while diff:
+            d = -1 if diff > 0 else 1
+            moves = [u for u in range(len(prof)) if self.lo[u] <= prof[u] + d <= self.hi[u]
+                     and self._delta(u, prof[u], d) <= abs(diff)]
+            if not moves:
+                raise ValueError("no profile near the targets meets the budget exactly")
+            u = max(moves, key=lambda u: (self._delta(u, prof[u], d), (targets[u] - prof[u]) * d, -u))
+            diff += d * self._delta(u, prof[u], d)
+            prof[u] += d
+        return tuple(prof)
+
     def mutate(self, parent: Profile, rng: random.Random, max_switches: int) -> Profile:
         """An offspring: ``min(U(1, m), U(1, m))`` cost-neutral level switches of ``parent``."""
         child = list(parent)
