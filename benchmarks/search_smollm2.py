@@ -265,6 +265,9 @@ def record(row: dict) -> None:
     elif row.get("resumed_from") and old.get("generations", 0) in row["resumed_from"]:
         # a resumed search: the earlier part's wall time (its database and generations) counts too
         row["search_seconds_earlier_parts"] = old.get("search_seconds_earlier_parts", 0) + old["search_seconds_under_load"]
+    else:  # a new search: nothing measured on the old one carries over (the baselines above excepted)
+        old = {k: v for k, v in old.items() if k not in ("search_seconds_earlier_parts", "finalize_only_seconds",
+                                                         "note", "recipe", "reproduced_ppl", "resumed_from")}
     rows[row["name"]] = {**old, **row}
     write_results([rows[n] for n in CONFIGS if n in rows])
 
