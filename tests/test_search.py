@@ -172,6 +172,22 @@ def test_sequential_finalize_keeps_the_zeros_and_reproduces(tiny, tmp_path):
     assert all(torch.equal(state[k], out[k]) for k in out)
 
 
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
+def test_sequential_database_inputs_start_at_the_ordinary_prune(tiny, tmp_path, method):
+    """--database-inputs sequential: the uniform start's entries are the ordinary sequential prune's, so the
+    search starts at exactly its KL and never ends above it; the output keeps the searched zeros."""
+    folder, data = tiny
+    res = search(str(folder), opts(data, tmp_path / "cache", method=method, baselines=True,
+                                   database_inputs="sequential"), output=tmp_path / "out", progress=False)
+    rep = res.report
+    rows = {r["name"]: r["kl"] for r in rep["comparison"]}
+    assert rows["uniform (sequential inputs, search start)"] == rows["uniform"]
+    assert rows["searched profile, database weights (as scored)"] <= rows["uniform"]
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(int((out[r["name"] + ".weight"] == 0).sum()) == r["zeros"] for r in rep["layers"])
+    assert "start profile's inputs" in (tmp_path / "out" / "search_report.md").read_text()
+
+
 def test_deterministic_per_seed_and_resume(tiny, tmp_path):
     folder, data = tiny
     full = search(str(folder), opts(data, tmp_path / "a", method="wanda", generations=3), progress=False).report
@@ -216,6 +232,8 @@ def test_drop_blocks_exact_and_reproducible(tiny, tmp_path):
     (dict(budget="sparsity=1.2"), "sparsity must be in"),
     (dict(budget="sparsity=0.5", levels="0.2:0.8:0.3"), "must be 1/Q"),
     (dict(method="gptq", budget="bits=3", start="owl"), "--start owl applies to wanda / sparsegpt"),
+    (dict(start="owl", database_inputs="sequential"), "--start owl takes OWL's ratios from the dense-input"),
+    (dict(method="drop", budget="blocks=1", database_inputs="sequential"), "--database-inputs applies to wanda"),
 ])
 def test_budget_errors_before_any_work(tmp_path, kw, match):
     with pytest.raises(UsageError, match=match) as err:

@@ -158,7 +158,24 @@ def test_deterministic_resume_and_size_budget(tiny, cache, tmp_path):
     assert res.bundle.meta["compressed_tensors"]["bits_of"] == {r["name"]: r["bits"] for r in sized["layers"]}
 
 
+def test_sequential_database_inputs_start_at_plain_gptq(tiny, tmp_path):
+    """--database-inputs sequential: the entries are calibrated on the inputs of the start profile computed
+    block by block, so the start (uniform 4-bit) scores exactly plain `quantize --method gptq --bits 4`;
+    its own database (another key), the model dense again before the search."""
+    folder, data = tiny
+    four = search(str(folder), opts(data, tmp_path / "c", budget="bits=4", generations=1, baselines=True,
+                                    database_inputs="sequential"), progress=False).report
+    rows = {r["name"]: r["kl"] for r in four["comparison"]}
+    assert rows["start (near-uniform, sequential inputs)"] == rows["uniform 4-bit (quantize --method gptq)"]
+    assert four["database"]["inputs"] == "sequential" and four["budget_check"]["exact"]
+    dense = search(str(folder), opts(data, tmp_path / "c", budget="bits=4", generations=0), progress=False).report
+    assert dense["database"]["key"] != four["database"]["key"] and dense["database"]["built_stats_now"]
+    assert dense["comparison"][2]["kl"] != rows["start (near-uniform, sequential inputs)"]
+
+
 @pytest.mark.parametrize("kw, match", [
+    (dict(budget="bits=3", database_inputs="sequential", finalize="assembled"),
+     "--finalize assembled reproduces dense-input database weights"),
     (dict(budget="bits=1.5"), r"unreachable with bit widths 2,3,4,8: the average lies in \[2, 8\]"),
     (dict(budget="bits=3", levels="4,8"), "unreachable with bit widths 4,8"),
     (dict(budget="bits=3", levels="2,9"), "two or more bit widths in 2..8"),

@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"method": args.method, "budget": args.budget,
                               "calibration": build_config(CalibrationConfig, {**cal_defaults, **cal_given}, flags=True)}
     for name in ("levels", "generations", "offspring", "tokens", "survivors", "max_switches", "seed", "batch_size",
-                 "cache_dir", "group_size", "finalize", "time_limit", "start"):
+                 "cache_dir", "group_size", "finalize", "time_limit", "start", "database_inputs"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
@@ -75,6 +75,9 @@ def register(sub: Any) -> None:
     g.add_argument("--group-size", type=int, default=None,
                    help="gptq: inputs per scale group (default: 128, with the 64 / 32 fallback; -1: per channel)")
     g.add_argument("--generations", type=int, default=None, help=f"generations (default: {f['generations'].default})")
+    g.add_argument("--database-inputs", choices=["dense", "sequential"], default=None,
+                   help="wanda / sparsegpt / gptq: calibrate the level database on the dense model's inputs "
+                        "(default) or on the start profile's, computed block by block (needs --finalize sequential)")
     g.add_argument("--start", choices=["uniform", "owl"], default=None,
                    help="wanda / sparsegpt: the first parent: uniform (default) or OWL's per-block sparsities "
                         "rounded to the exact budget")

@@ -126,6 +126,13 @@ class SearchConfig(StrictModel):
                     "sequential: block by block on the compressed model's own inputs (what prune / quantize "
                     "do by default; the searched profile's zeros or bits are unchanged); assembled: exactly "
                     "the level-database weights the search scored (computed on dense inputs)")
+    database_inputs: Literal["dense", "sequential"] = Field(
+        "dense",
+        description="wanda / sparsegpt / gptq: the inputs each level-database entry is calibrated on. dense: the "
+                    "dense model's (EvoPress; one database per model, method and calibration, reused across "
+                    "budgets); sequential: the model's with the search's start profile computed block by block, "
+                    "as the ordinary stage runs (the start then scores exactly what that stage gives; one "
+                    "database per start profile; needs finalize: sequential)")
     baselines: bool = Field(True, description="also score the uniform / OWL (or angular-distance) profiles")
     cache_dir: str | None = Field(None, description="level database cache (default: ~/.cache/hfcompress/search)")
 
@@ -162,6 +169,17 @@ class SearchConfig(StrictModel):
         if self.start != "uniform" and self.method not in ("wanda", "sparsegpt"):
             raise UsageError(f"--start {self.start} applies to wanda / sparsegpt searches (--method {self.method} "
                              f"starts from its own profile): remove it")
+        if self.database_inputs == "sequential":
+            if self.method == "drop":
+                raise UsageError("--database-inputs applies to wanda / sparsegpt / gptq searches (block dropping "
+                                 "has no level database): remove it")
+            if self.finalize == "assembled":
+                raise UsageError("--finalize assembled reproduces dense-input database weights, which no recipe "
+                                 "reproduces from sequential inputs: use --database-inputs dense or --finalize "
+                                 "sequential")
+            if self.start == "owl":
+                raise UsageError("--start owl takes OWL's ratios from the dense-input statistics: use "
+                                 "--database-inputs dense or --start uniform")
         if self.group_size is not None and self.method != "gptq":
             raise UsageError("--group-size applies to --method gptq (bit-width levels): remove it")
         if self.method == "gptq":

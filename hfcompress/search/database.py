@@ -100,6 +100,8 @@ class _LevelStore:
 
     linears: dict[str, Any]
     dense: dict[str, torch.Tensor]
+    #: per layer, the level installed during the statistics pass (``sequential_inputs``); None: dense inputs
+    seq_levels: dict[str, int] | None = None
 
     def _open(self, ident: dict[str, Any], cache_dir: str | os.PathLike | None) -> None:
         self.identity = ident
@@ -107,6 +109,15 @@ class _LevelStore:
         self.root = Path(cache_dir or DEFAULT_CACHE).expanduser() / self.key
         self.groups: list[list[str]] | None = None
         self.built_now = {"stats": False, "entries": 0}
+
+    def sequential_inputs(self, levels: dict[str, int]) -> None:
+        """Calibrate on the inputs the model gets with ``levels`` (zeros or bits per layer) computed and
+        installed block by block, as the ordinary sequential stage does, instead of the dense model's:
+        those entries are then exactly what that stage computes, the others are computed on the same
+        inputs. Another database (its key names the levels); the model is dense again afterwards."""
+        self.seq_levels = dict(levels)
+        digest = hashlib.blake2b(json.dumps(sorted(levels.items())).encode(), digest_size=8).hexdigest()
+        self._open({**self.identity, "inputs": {"sequential": digest}}, self.root.parent)
 
     def shape(self, name: str) -> tuple[int, int]:
         m = self.linears[name]
@@ -192,10 +203,20 @@ class SparsityDatabase(_LevelStore):
             tensors = pop(names)
             groups.append(list(names))
             _atomic_save(tensors or {"none": torch.zeros(0)}, stats_dir / f"{_safe(names[0])}.safetensors")
+            if self.seq_levels is not None:  # the next blocks see this group at its start level
+                zeros = {n: self.seq_levels[n] for n in names}
+                if any(not self.has(n, z) for n, z in zeros.items()):
+                    self._compute(list(names), zeros, tensors)
+                for n, z in zeros.items():
+                    self.install(n, z)
 
         seq = Sequential(self.bundle.model, self.info, self.linears, on_group, on_chunk, self.batch_size,
                          progress=self.progress, stacks=self.info.stacks)
-        seq.run(ids)
+        try:
+            seq.run(ids)
+        finally:
+            if self.seq_levels is not None:
+                self.restore_dense()
         self._stats_written(groups)
 
     def _stats(self, group: list[str]) -> dict[str, torch.Tensor]:
@@ -344,10 +365,19 @@ class BitsDatabase(_LevelStore):
             groups.append(list(names))
             data = {"H": H, "tokens": torch.tensor(tokens)} if tokens and H is not None else {"none": torch.zeros(0)}
             _atomic_save(data, self.root / "stats" / f"{_safe(names[0])}.safetensors")
+            if self.seq_levels is not None:  # the next blocks see this group at its start width
+                for n in names:
+                    if not self.has(n, self.seq_levels[n]):
+                        self._compute(n, self.seq_levels[n], data.get("H"))
+                    self.install(n, self.seq_levels[n])
 
         seq = Sequential(self.bundle.model, None, self.linears, on_group, on_chunk, self.config.batch_size,
                          progress=self.progress, in_order=False, stacks=self.stacks)
-        seq.run(ids)
+        try:
+            seq.run(ids)
+        finally:
+            if self.seq_levels is not None:
+                self.restore_dense()
         self._stats_written(groups)
 
     def ensure(self, bits: Iterable[int], note: Any = None) -> None:

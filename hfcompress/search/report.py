@@ -66,7 +66,9 @@ def markdown(report: dict[str, Any]) -> str:
     db = report["database"]
     if "level_bytes" in db:
         lines.append(f"- level database `{db['key']}`: {db['level_bytes'] / 1e6:.1f} MB of levels + "
-                     f"{db['stats_bytes'] / 1e6:.1f} MB of calibration statistics")
+                     f"{db['stats_bytes'] / 1e6:.1f} MB of calibration statistics, each entry calibrated on the "
+                     + ("start profile's inputs (computed block by block)" if db.get("inputs") == "sequential"
+                        else "dense model's inputs"))
     if report.get("finalize") == "sequential":
         lines.append("- output: the searched levels recomputed block by block on the compressed model's inputs "
                      "(`finalize: sequential`); the database weights the search scored are the second row below")

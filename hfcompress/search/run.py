@@ -260,6 +260,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
     linears = target_linears(model, info, None, None)
     plan = plan_sparsity(linears, cfg.method, budget, lo, hi, step)
     db = SparsityDatabase(bundle, cfg.method, cfg.calibration, cfg.batch_size, cache_root, progress=progress)
+    if cfg.database_inputs == "sequential":  # the uniform start, block by block (OWL is refused with it)
+        db.sequential_inputs(plan.profile_zeros(plan.space.start))
     fitness = Fitness(model, windows)  # the dense reference, before any level is installed
     wanted = {n: [plan.zeros(n, min(max(k, plan.space.lo[i]), plan.space.hi[i]))
                   for k in range(plan.kmin, plan.kmax + 1)] for i, n in enumerate(plan.names)}
@@ -286,7 +288,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
                                            calibration=cfg.calibration, batch_size=cfg.batch_size)
     comparison = [{"name": "searched", "kl": state.fitness, "zeros": uniform_zeros,
                    "sparsity": uniform_zeros / total},
-                  {"name": f"{'OWL-shaped' if cfg.start == 'owl' else 'uniform'} (dense inputs, search start)",
+                  {"name": f"{'OWL-shaped' if cfg.start == 'owl' else 'uniform'} ({cfg.database_inputs} inputs, "
+                           f"search start)",
                    "kl": state.curve[0]["fitness"],
                    "zeros": uniform_zeros, "sparsity": uniform_zeros / total}]
     installed.set(best)
@@ -314,7 +317,8 @@ def _search_sparsity(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, gri
                  "unit": "Linear layer", "units": len(plan.names)},
         "budget_check": {"zeros": sum(zeros.values()), "uniform_zeros": uniform_zeros, "targeted_parameters": total,
                          "exact": True},
-        "database": {"key": db.key, "stats_bytes": sizes["stats"], "level_bytes": sizes["levels"],
+        "database": {"key": db.key, "inputs": cfg.database_inputs, "stats_bytes": sizes["stats"],
+                     "level_bytes": sizes["levels"],
                      "built_stats_now": db.built_now["stats"], "entries_computed_now": db.built_now["entries"],
                      "seconds": db_seconds},
         "layers": layers, "comparison": comparison, "scoring": _scoring(evaluate),
@@ -490,7 +494,10 @@ def _gptq_config(cfg: SearchConfig, overrides: dict[str, int] | None = None) -> 
 def _prepare_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, cache_root: Path,
                   progress: bool) -> tuple[BitsDatabase, BitsPlan]:
     db = BitsDatabase(bundle, _gptq_config(cfg), cache_root, progress=progress)
-    return db, plan_bits(db, budget, cfg.bit_levels(budget))
+    plan = plan_bits(db, budget, cfg.bit_levels(budget))
+    if cfg.database_inputs == "sequential":
+        db.sequential_inputs(plan.bits(plan.space.start))
+    return db, plan
 
 
 def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepared: tuple[BitsDatabase, BitsPlan],
@@ -520,7 +527,7 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
     totals, start_totals = plan.totals(best), plan.totals(plan.space.start)
     row = {"average_bits": totals["average_bits"], "bytes": totals["bytes"]}
     comparison = [{"name": "searched", "kl": state.fitness, **row},
-                  {"name": "start (near-uniform, dense inputs)", "kl": state.curve[0]["fitness"],
+                  {"name": f"start (near-uniform, {cfg.database_inputs} inputs)", "kl": state.curve[0]["fitness"],
                    "average_bits": start_totals["average_bits"], "bytes": start_totals["bytes"]}]
     install(best)
     expected = _assembled_weights(cfg, db.linears)
@@ -560,7 +567,8 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
                                "stored (compressed-tensors' weight_shape entries excluded)",
                        "average_bits": totals["average_bits"], "bytes": totals["bytes"],
                        "source_bytes": plan.source_bytes, "fraction_of_source": totals["fraction_of_source"]},
-        "database": {"key": db.key, "stats_bytes": sizes["stats"], "level_bytes": sizes["levels"],
+        "database": {"key": db.key, "inputs": cfg.database_inputs, "stats_bytes": sizes["stats"],
+                     "level_bytes": sizes["levels"],
                      "built_stats_now": db.built_now["stats"], "entries_computed_now": db.built_now["entries"],
                      "seconds": db_seconds},
         "layers": layers, "comparison": comparison, "scoring": _scoring(evaluate),
