@@ -4,7 +4,8 @@ Built as EvoPress does: each layer is calibrated on the *dense* model's inputs, 
 variant at a level does not depend on the other layers' levels and any profile can be
 assembled by swapping weights. The same computation is what ``prune`` does with
 ``dense_inputs: true`` and per-layer ``overrides``, so the recipe a search writes reproduces
-the searched model exactly.
+the searched model exactly. (``sequential_inputs``: the statistics are instead taken on the inputs of a
+start profile installed block by block, the ordinary sequential stage's computation.)
 
 On disk (``<cache>/<key>/``, key = hash of the model's weights, the method and its options,
 the calibration and the chunking), only what differs from the dense model:
