@@ -11,6 +11,8 @@ in its own process::
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3 [--baseline uniform]   # uniform = sequential GPTQ,
                                                     # every block Linear overridden to 3 bits
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-4.5 [--baseline uniform]   # vs plain gptq 4-bit
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3-seqdb --time-limit 41 --generations 200
+                                                    # database on the uniform 3-bit sequential inputs
     .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
     .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce   # after the search
 
@@ -50,6 +52,7 @@ CONFIGS = {
     "drop-6": {"method": "drop", "budget": "blocks=6"},
     "gptq-bits-3.5": {"method": "gptq", "budget": "bits=3.5", "levels": "2,3,4,8"},
     "gptq-bits-3": {"method": "gptq", "budget": "bits=3", "levels": "2,3,4,8"},
+    "gptq-bits-3-seqdb": {"method": "gptq", "budget": "bits=3", "levels": "2,3,4,8", "database_inputs": "sequential"},
     "gptq-bits-4.5": {"method": "gptq", "budget": "bits=4.5", "levels": "2,3,4,8"},
     "gptq-size-0.11": {"method": "gptq", "budget": "size=0.11", "levels": "2,3,4,8"},
 }
@@ -62,7 +65,8 @@ UNIFORM_BITS = {"gptq-bits-3.5": 4, "gptq-bits-4.5": 4, "gptq-size-0.11": 4}
 
 
 def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-           levels: str | None = None, time_limit: float | None = None, start: str | None = None):
+           levels: str | None = None, time_limit: float | None = None, start: str | None = None,
+           database_inputs: str | None = None):
     import torch
 
     torch.set_num_threads(2)
@@ -70,10 +74,10 @@ def _setup(name: str, generations: int, offspring: int, tokens: list[int], survi
     from hfcompress.search import SearchConfig
 
     cal = CalibrationConfig(dataset=f"{DATA}/fixtures/enwiki-sample", samples=32, seq_len=512)
-    opts = {**CONFIGS[name], **({"levels": levels} if levels else {})}
+    given = {"levels": levels, "start": start, "database_inputs": database_inputs}
+    opts = {**CONFIGS[name], **{k: v for k, v in given.items() if v}}
     return cal, SearchConfig(**opts, generations=generations, offspring=offspring, tokens=tokens,
-                             survivors=survivors, calibration=cal, baselines=False, time_limit=time_limit,
-                             **({"start": start} if start else {}))
+                             survivors=survivors, calibration=cal, baselines=False, time_limit=time_limit)
 
 
 def _ppl(model, tok) -> float:
@@ -90,7 +94,8 @@ def _zeros(model) -> int:
 
 
 def run_one(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-            levels: str | None = None, time_limit: float | None = None, start: str | None = None) -> dict:
+            levels: str | None = None, time_limit: float | None = None, start: str | None = None,
+            database_inputs: str | None = None) -> dict:
     """The search (model assembled from the level database), its perplexity and the uniform
     dense-inputs start's (also from the database)."""
     import hfcompress
@@ -99,7 +104,7 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
     from hfcompress.search.database import SparsityDatabase
     from hfcompress.stage import StageContext, run_stage
 
-    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels, time_limit, start)
+    cal, cfg = _setup(name, generations, offspring, tokens, survivors, levels, time_limit, start, database_inputs)
     t = time.perf_counter()
     res = search(str(MODEL), cfg, progress=True)
     rep = res.report
@@ -109,14 +114,14 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
            "budget_check": rep["budget_check"], "curve": [round(c["fitness"], 5) for c in rep["curve"]],
            "resumed_from": rep["search"]["resumed_from"], "scoring": rep.get("scoring"),
            "time_limit_minutes": time_limit, "stopped_at_time_limit": rep["search"]["stopped_at_time_limit"],
-           "generations_asked": generations, "start": cfg.start}
+           "generations_asked": generations, "start": cfg.start,
+           "database_inputs": cfg.database_inputs}
     # comparison[0] is the output: with finalize=sequential the searched levels recomputed block by block;
     # the database profile the search scored follows it
     points = {"searched": {"kl": rep["comparison"][0]["kl"], "ppl": _ppl(res.bundle.model, res.bundle.tokenizer)}}
     print("searched", points["searched"], flush=True)
     scored = rep["comparison"][1] if rep["comparison"][1]["name"].startswith("searched profile") else None
-    start = next(c for c in rep["comparison"]
-                 if c["name"].startswith(("uniform (dense", "OWL-shaped (dense", "start", "angular")))
+    start = next(c for c in rep["comparison"] if c["name"].startswith(("uniform (", "OWL-shaped (", "start", "angular")))
     b = hfcompress.load(str(MODEL), dtype="float32")
     if cfg.method == "drop":
         run_stage(b, DropBlocksConfig(blocks=start["dropped"]), StageContext(progress=False))
@@ -127,6 +132,8 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
 
         points["searched"]["zeros"] = f"{rep['comparison'][0]['average_bits']:.4f} bits"
         db = BitsDatabase(b, _gptq_config(cfg), cfg.cache_dir)
+        if cfg.database_inputs == "sequential":
+            db.sequential_inputs({r["name"]: r["start_bits"] for r in rep["layers"]})
         if scored is not None:
             for r in rep["layers"]:
                 db.install(r["name"], r["bits"])
@@ -139,6 +146,9 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
         points["searched"]["zeros"] = _zeros(res.bundle.model)
         q = cfg.grid(parse_budget(cfg.budget))[2].denominator
         db = SparsityDatabase(b, cfg.method, cal, None, cfg.cache_dir)
+        if cfg.database_inputs == "sequential":
+            db.sequential_inputs({r["name"]: r["zeros"] - (r["level"] - r["start_level"]) * (r["params"] // q)
+                                  for r in rep["layers"]})
         if scored is not None:
             for r in rep["layers"]:
                 db.install(r["name"], r["zeros"])
@@ -283,6 +293,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
     p.add_argument("--levels", default=None, help="override the configuration's sparsity grid")
     p.add_argument("--start", choices=["uniform", "owl"], default=None, help="the search's first parent")
+    p.add_argument("--database-inputs", choices=["dense", "sequential"], default=None,
+                   help="calibrate the level database on dense or on the start profile's sequential inputs")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="the search's time limit (loading and database included): as many generations as fit")
     p.add_argument("--reproduce", action="store_true",
@@ -308,7 +320,8 @@ def main(argv: list[str]) -> int:
             rows[a.name]["points"][a.baseline] = point
             write_results([rows[n] for n in CONFIGS if n in rows])
         return 0
-    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels, a.time_limit, a.start)
+    row = run_one(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels, a.time_limit, a.start,
+                  a.database_inputs)
     for which in ("uniform", "owl"):  # baselines scored by --baseline runs
         path = RESULTS / f".search-baseline-{a.name}-{which}.json"
         if path.is_file():
