@@ -201,7 +201,7 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
 
 
 def run_reproduce(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-                  levels: str | None = None) -> dict:
+                  levels: str | None = None, start: str | None = None, database_inputs: str | None = None) -> dict:
     """The issue's check: the recipe the search writes, run by ``compress`` from its YAML file on a fresh
     model (saved and reloaded as a user would), scores the searched profile's perplexity."""
     import tempfile
@@ -210,7 +210,7 @@ def run_reproduce(name: str, generations: int, offspring: int, tokens: list[int]
     from hfcompress.recipes import dump_recipe, load_recipe
     from hfcompress.search import search
 
-    _, cfg = _setup(name, generations, offspring, tokens, survivors, levels)
+    _, cfg = _setup(name, generations, offspring, tokens, survivors, levels, None, start, database_inputs)
     res = search(str(MODEL), cfg, progress=True)  # resumes the cached run: no generation is evaluated again
     path = RESULTS / "search-recipes" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +305,8 @@ def main(argv: list[str]) -> int:
         rows = {r["name"]: r for r in (json.loads(results.read_text()) if results.exists() else [])}
         if a.name not in rows:
             raise SystemExit(f"{a.name}: no search row in {results}; run the search first")
-        rows[a.name].update(run_reproduce(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels))
+        rows[a.name].update(run_reproduce(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels,
+                                          a.start, a.database_inputs))
         write_results([rows[n] for n in CONFIGS if n in rows])
         print(json.dumps({k: rows[a.name][k] for k in ("recipe", "reproduced_ppl")}))
         return 0
