@@ -5,7 +5,9 @@ Setup: fp32 model; level database, calibration and search fitness on fixtures/en
 16,384 WikiText-2 test tokens in 512-token windows (never searched on). Each configuration runs
 in its own process::
 
-    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --generations 55 [--baseline uniform | owl]
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --start owl --time-limit 41 --generations 200
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --baseline uniform   # or owl (own process)
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-70 --generations 55
     .venv/bin/python benchmarks/search_smollm2.py drop-6
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3.5 [--baseline uniform]   # uniform = plain gptq 4-bit
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3 [--baseline uniform]   # uniform = sequential GPTQ,

@@ -20,42 +20,44 @@ from ..calibration import Sequential, SquaredNorms, block_index, find_block_stac
 def owl_block_sparsities(model, info: Any, linears: dict[str, Any], ids, target: float, lam: float, m: float,
                          batch_size: int | None, progress: bool = False, compute_dtype=None) -> list[float]:
     stacks = getattr(info, "stacks", None) or find_block_stacks(model)
-    offsets = [sum(len(s) for s in stacks[:k]) for k in range(len(stacks))]
-    n_blocks = sum(len(s) for s in stacks)
-    outliers = [0] * n_blocks
-    counts = [0] * n_blocks
     acc = SquaredNorms()
+    norms: dict[str, torch.Tensor | None] = {}
 
     def on_group(names, x):
         if x is not None:
             acc.add(names[0], x)
-        norm = acc.pop_norms(names[0])
-        for name in names:
-            si, bi = block_index(name, stacks)
-            o, c = outliers_of(linears[name].weight, norm, m)
-            outliers[offsets[si] + bi] += o
-            counts[offsets[si] + bi] += c
+        norms.update(dict.fromkeys(names, acc.pop_norms(names[0])))
 
     Sequential(model, None, linears, on_group, acc_add(acc), batch_size, progress=progress,
                compute_dtype=compute_dtype, stacks=stacks).run(ids)
-    return sparsities_from_ratios([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)], target, lam)
+    return owl_from_norms({n: mod.weight for n, mod in linears.items()}, norms, stacks, target, lam, m)
 
 
-def outliers_of(weight: torch.Tensor, norm: torch.Tensor | None, m: float) -> tuple[int, int]:
-    """(Wanda scores ``|W_ij| * ||X_j||`` above ``m`` x their mean, scores) of one layer."""
-    score = weight.detach().abs().float()
-    if norm is not None:
-        score = score * norm
-    return int((score > m * score.mean()).sum()), score.numel()
+def stack_block(name: str, stacks: list[Any]) -> int | None:
+    """The block a module belongs to, numbered over all stacks (encoder, then decoder); None outside them."""
+    where = block_index(name, stacks)
+    return None if where is None else sum(len(s) for s in stacks[:where[0]]) + where[1]
 
 
-def sparsities_from_ratios(ratios: list[float], target: float, lam: float) -> list[float]:
-    """Per-block sparsity from the blocks' outlier ratios (see the module doc)."""
-    r = torch.tensor(ratios, dtype=torch.float64)
-    span = float(r.max() - r.min())
+def owl_from_norms(weights: dict[str, torch.Tensor], norms: dict[str, torch.Tensor | None], stacks: list[Any],
+                   target: float, lam: float, m: float) -> list[float]:
+    """Per-block sparsities from each layer's weight and input norms ``||X_j||`` (None: no token)."""
+    outliers = [0] * sum(len(s) for s in stacks)
+    counts = list(outliers)
+    for name, weight in weights.items():
+        b = stack_block(name, stacks)
+        if b is None:
+            continue
+        score = weight.detach().abs().float()
+        if norms.get(name) is not None:
+            score = score * norms[name]
+        outliers[b] += int((score > m * score.mean()).sum())
+        counts[b] += score.numel()
+    ratios = torch.tensor([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)], dtype=torch.float64)
+    span = float(ratios.max() - ratios.min())
     if span <= 0:
-        return [target] * len(ratios)
-    r = (r - r.min()) / span * (2 * lam)
+        return [target] * len(outliers)
+    r = (ratios - ratios.min()) / span * (2 * lam)
     sp = target - (r - r.mean())
     return [float(min(max(x, 0.0), 0.99)) for x in sp]
 

@@ -67,9 +67,11 @@ class Fitness:
         parts: list[list[torch.Tensor]] = [[] for _ in blocks]
         hooks = []
 
-        def replace(module: nn.Module, args: tuple, kwargs: dict, _start: int = start) -> tuple[tuple, dict]:
+        window = [slice(0, 0)]  # the windows of the forward running now
+
+        def replace(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             # one sample-slice of size 1 is no slicing: slice_call only swaps the hidden states in
-            return slice_call(args, kwargs, 1, 0, 1, hidden=inputs[_start][replace.window])
+            return slice_call(args, kwargs, 1, 0, 1, hidden=inputs[start][window[0]])
 
         def keep(module: nn.Module, args: tuple, kwargs: dict, _i: int = 0) -> None:
             parts[_i].append(hidden_of(args, kwargs).detach())
@@ -82,7 +84,7 @@ class Fitness:
                           for i in range(start, len(blocks))]
 
             def run(a: int, b: int) -> torch.Tensor:
-                replace.window = slice(a, b)
+                window[0] = slice(a, b)
                 with skipped_blocks(blocks[:start]):
                     return _logits(self.model, self.windows[a:b])
 
@@ -167,10 +169,10 @@ class PrefixScorer:
 
     def prime(self, profile: tuple[int, ...]) -> None:
         """Make sure ``profile`` (the parent of the next generation) is kept (after a resume it is not)."""
-        if self.enabled and profile not in self.saved:
-            self(profile, self.capture_tokens)
-        elif profile in self.saved:
+        if profile in self.saved:
             self.saved.move_to_end(profile)
+        elif self.enabled:
+            self(profile, self.capture_tokens)
 
 
 #: the output form of each block met by ``skipped_blocks`` ("tensor" or ("tuple", length)), learned once

@@ -40,7 +40,7 @@ from ..loading import ModelBundle, load
 from ..pipeline import compress
 from ..prune.drop import DropBlocksConfig
 from ..prune.engine import arch_info, calibration_ids, target_linears
-from ..prune.owl import outliers_of, sparsities_from_ratios
+from ..prune.owl import owl_from_norms, stack_block
 from ..prune.sparsegpt import SparseGPTConfig
 from ..prune.wanda import WandaConfig
 from ..quantize.gptq import GPTQConfig
@@ -131,23 +131,11 @@ def _owl_start(bundle: ModelBundle, db: SparsityDatabase, plan: SparsityPlan, ta
     """OWL's per-block sparsities (its defaults; outlier ratios from the database's dense input norms,
     the same statistic OWL's own calibration pass computes) as levels, rounded to the exact budget."""
     stacks = find_block_stacks(bundle.model)
-    offsets = [sum(len(st) for st in stacks[:k]) for k in range(len(stacks))]
-    norms = db.input_norms()
-    outliers = [0] * sum(len(st) for st in stacks)
-    counts = list(outliers)
-    block_of: dict[str, int] = {}
-    for n in plan.names:
-        where = block_index(n, stacks)
-        if where is None:
-            continue
-        block_of[n] = offsets[where[0]] + where[1]
-        o, c = outliers_of(db.dense[n], norms.get(n), OWL_DEFAULTS["owl_m"])
-        outliers[block_of[n]] += o
-        counts[block_of[n]] += c
-    block_sp = sparsities_from_ratios([o / c if c else 0.0 for o, c in zip(outliers, counts, strict=True)],
-                                      target, OWL_DEFAULTS["owl_lambda"])
+    block_sp = owl_from_norms({n: db.dense[n] for n in plan.names}, db.input_norms(), stacks, target,
+                              OWL_DEFAULTS["owl_lambda"], OWL_DEFAULTS["owl_m"])
     q = step.denominator
-    targets = [(block_sp[block_of[n]] - target) * q if n in block_of else 0.0 for n in plan.names]
+    blocks = [stack_block(n, stacks) for n in plan.names]
+    targets = [(block_sp[b] - target) * q if b is not None else 0.0 for b in blocks]
     try:
         return plan.space.nearest(targets)
     except ValueError:
