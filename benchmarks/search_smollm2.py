@@ -16,7 +16,11 @@ in its own process::
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3-seqdb --time-limit 41 --generations 200
                                                     # database on the uniform 3-bit sequential inputs
     .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3-groups --time-limit 41 --generations 200
+                                                    # (bits, group size) levels, same bytes as uniform 3-bit
     .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce   # after the search
+    .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce --from-row   # cache gone: the
+                                                    # recipe rebuilt from the recorded per-layer levels
 
 ``--reproduce`` resumes the finished search from its cache (no new evaluation), writes its recipe to
 ``benchmarks/results/search-recipes/NAME.yaml``, runs that file through ``hfcompress.compress`` on a
@@ -56,6 +60,9 @@ CONFIGS = {
     "gptq-bits-3": {"method": "gptq", "budget": "bits=3", "levels": "2,3,4,8"},
     "gptq-bits-3-seqdb": {"method": "gptq", "budget": "bits=3", "levels": "2,3,4,8", "database_inputs": "sequential"},
     "gptq-bits-4.5": {"method": "gptq", "budget": "bits=4.5", "levels": "2,3,4,8"},
+    # group-size levels, costed in bytes: bits=3 = the bytes of uniform 3-bit at the default groups
+    "gptq-bits-3-groups": {"method": "gptq", "budget": "bits=3", "levels": "2g32,3ch,3,3g64,3g32,4ch,4,4g64",
+                           "database_inputs": "sequential"},
     "gptq-size-0.11": {"method": "gptq", "budget": "size=0.11", "levels": "2,3,4,8"},
 }
 
@@ -129,21 +136,21 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
         run_stage(b, DropBlocksConfig(blocks=start["dropped"]), StageContext(progress=False))
         row["dropped"] = {"searched": rep["dropped"], "angular": start["dropped"]}
     elif cfg.method == "gptq":  # the near-uniform start, assembled from the level database
-        from hfcompress.search.database import BitsDatabase
+        from hfcompress.search.database import BitsDatabase, Width
         from hfcompress.search.run import _gptq_config
 
-        points["searched"]["zeros"] = f"{rep['comparison'][0]['average_bits']:.4f} bits"
+        points["searched"]["zeros"] = _bits(rep["comparison"][0])
         db = BitsDatabase(b, _gptq_config(cfg), cfg.cache_dir)
         if cfg.database_inputs == "sequential":
-            db.sequential_inputs({r["name"]: r["start_bits"] for r in rep["layers"]})
+            db.sequential_inputs({r["name"]: Width.parse(r["start_width"]) for r in rep["layers"]})
         if scored is not None:
             for r in rep["layers"]:
-                db.install(r["name"], r["bits"])
+                db.install(r["name"], Width.parse(r["width"]))
             points[scored["name"]] = {"kl": scored["kl"], "ppl": _ppl(b.model, b.tokenizer),
-                                      "zeros": f"{scored['average_bits']:.4f} bits"}
+                                      "zeros": _bits(scored)}
         for r in rep["layers"]:
-            db.install(r["name"], r["start_bits"])
-        row["layers"] = [(r["name"].replace("model.layers.", ""), r["bits"]) for r in rep["layers"]]
+            db.install(r["name"], Width.parse(r["start_width"]))
+        row["layers"] = [(r["name"].replace("model.layers.", ""), r["width"]) for r in rep["layers"]]
     else:
         points["searched"]["zeros"] = _zeros(res.bundle.model)
         q = cfg.grid(parse_budget(cfg.budget))[2].denominator
@@ -160,11 +167,16 @@ def run_one(name: str, generations: int, offspring: int, tokens: list[int], surv
         row["layers"] = [(r["name"].replace("model.layers.", ""), round(r["sparsity"], 4)) for r in rep["layers"]]
     points[start["name"]] = {"kl": start["kl"], "ppl": _ppl(b.model, b.tokenizer)}
     if cfg.method == "gptq":
-        points[start["name"]]["zeros"] = f"{start['average_bits']:.4f} bits"
+        points[start["name"]]["zeros"] = _bits(start)
     elif cfg.method != "drop":
         points[start["name"]]["zeros"] = _zeros(b.model)
     row["points"] = points
     return row
+
+
+def _bits(point: dict) -> str:
+    """A bit-width point's size: average code bits per weight and the packed bytes (codes + scales)."""
+    return f"{point['average_bits']:.4f} bits, {point['bytes']:,} bytes"
 
 
 def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
@@ -202,10 +214,43 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
     return {"kl": fitness(tokens[-1], b.model), "ppl": _ppl(b.model, b.tokenizer), "zeros": _zeros(b.model)}
 
 
+def recipe_from_row(cfg, row: dict):
+    """The recipe a finished sparsity search writes, rebuilt from its recorded row (per-layer sparsity levels;
+    for ``--reproduce --from-row`` when the search's cache is gone): the same ``plan_sparsity`` zero counts,
+    checked against the row's total, as per-layer overrides of the sequential prune stage."""
+    import hfcompress
+    from hfcompress.prune.engine import arch_info, target_linears
+    from hfcompress.recipes import Recipe
+    from hfcompress.search import parse_budget
+    from hfcompress.search.run import PRUNE_CONFIGS, plan_sparsity
+
+    if cfg.method not in PRUNE_CONFIGS:
+        raise SystemExit(f"--from-row rebuilds sparsity recipes only, not {cfg.method}")
+    budget = parse_budget(cfg.budget)
+    lo, hi, step = cfg.grid(budget)
+    model = hfcompress.load(str(MODEL), dtype="float32").model
+    plan = plan_sparsity(target_linears(model, arch_info(model), None, None), cfg.method, budget, lo, hi, step)
+    level = {f"model.layers.{n}": s for n, s in row["layers"]}
+    overrides = {}
+    for n in plan.names:
+        z = plan.zeros(n, round((level[n] - budget.value) * step.denominator))
+        if abs(z / plan.numel[n] - level[n]) > 1e-4:
+            raise SystemExit(f"{n}: the recorded sparsity {level[n]} is not a level of the grid")
+        overrides[n] = z / plan.numel[n]
+    zeros = sum(round(overrides[n] * plan.numel[n]) for n in plan.names)
+    if zeros != row["budget_check"]["zeros"]:
+        raise SystemExit(f"rebuilt profile has {zeros} zeros, the row {row['budget_check']['zeros']}")
+    stage = PRUNE_CONFIGS[cfg.method](sparsity=budget.value, dense_inputs=cfg.finalize == "assembled",
+                                      overrides=overrides, calibration=cfg.calibration, batch_size=cfg.batch_size)
+    return Recipe(name=f"search-{cfg.method}-{str(budget).replace('=', '-')}", stages=[stage])
+
+
 def run_reproduce(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
-                  levels: str | None = None, start: str | None = None, database_inputs: str | None = None) -> dict:
+                  levels: str | None = None, start: str | None = None, database_inputs: str | None = None,
+                  from_row: dict | None = None) -> dict:
     """The issue's check: the recipe the search writes, run by ``compress`` from its YAML file on a fresh
-    model (saved and reloaded as a user would), scores the searched profile's perplexity."""
+    model (saved and reloaded as a user would), scores the searched profile's perplexity. ``from_row``:
+    rebuild that recipe from the recorded profile instead of resuming the cached search."""
     import tempfile
 
     import hfcompress
@@ -213,11 +258,15 @@ def run_reproduce(name: str, generations: int, offspring: int, tokens: list[int]
     from hfcompress.search import search
 
     _, cfg = _setup(name, generations, offspring, tokens, survivors, levels, None, start, database_inputs)
-    res = search(str(MODEL), cfg, progress=True)  # resumes the cached run: no generation is evaluated again
+    if from_row is not None:  # the cache is gone: the recipe of the recorded profile
+        recipe = recipe_from_row(cfg, from_row)
+    else:
+        res = search(str(MODEL), cfg, progress=True)  # resumes the cached run: no generation is evaluated again
+        recipe = res.recipe
+        del res
     path = RESULTS / "search-recipes" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_recipe(res.recipe))
-    del res
+    path.write_text(dump_recipe(recipe))
     with tempfile.TemporaryDirectory(prefix="search-reproduce-") as tmp:
         hfcompress.compress(str(MODEL), load_recipe(path), output=f"{tmp}/out", overwrite=True, progress=False,
                             load_kwargs={"dtype": "float32"})
@@ -252,7 +301,7 @@ def write_results(rows: list[dict]) -> None:
             lines.append(f"| {label} | {p.get('ppl', '')} | {p['kl']:.4f} | {p.get('zeros', '')} |")
         if "reproduced_ppl" in r:
             same = r["reproduced_ppl"] == r["points"]["searched"]["ppl"]
-            lines += ["", f"Reproduced: `{r['recipe']}` run by `hfcompress compress` on a fresh model, saved and "
+            lines += ["", f"Reproduced: `{r['recipe']}` (written from {r.get('reproduced_from', 'the cached search')}) run by `hfcompress compress` on a fresh model, saved and "
                           f"reloaded: WikiText-2 ppl {r['reproduced_ppl']} "
                           f"({'identical to' if same else 'DIFFERS from'} the searched {r['points']['searched']['ppl']})."]
         if r.get("dropped"):
@@ -301,6 +350,9 @@ def main(argv: list[str]) -> int:
                    help="the search's time limit (loading and database included): as many generations as fit")
     p.add_argument("--reproduce", action="store_true",
                    help="after the search: run its recipe through compress from the YAML file and score it")
+    p.add_argument("--from-row", action="store_true",
+                   help="with --reproduce (sparsity searches): rebuild the recipe from the recorded profile in "
+                        "search.json instead of resuming the cached search (when the cache is gone)")
     a = p.parse_args(argv)
     if a.reproduce:
         results = RESULTS / "search.json"
@@ -308,7 +360,9 @@ def main(argv: list[str]) -> int:
         if a.name not in rows:
             raise SystemExit(f"{a.name}: no search row in {results}; run the search first")
         rows[a.name].update(run_reproduce(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels,
-                                          a.start, a.database_inputs))
+                                          a.start, a.database_inputs,
+                                          from_row=rows[a.name] if a.from_row else None))
+        rows[a.name]["reproduced_from"] = "the recorded profile (--from-row)" if a.from_row else "the cached search"
         write_results([rows[n] for n in CONFIGS if n in rows])
         print(json.dumps({k: rows[a.name][k] for k in ("recipe", "reproduced_ppl")}))
         return 0

@@ -127,6 +127,52 @@ def test_bits_budget_recipe_and_plain_reload(tiny, cache, tmp_path):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_group_size_levels_same_bytes_as_uniform_and_plain_reload(tiny, cache, tmp_path):
+    """Levels with their own group sizes (3ch, 3g32, ...) are costed in bytes: bits=3 means the bytes of
+    uniform 3-bit at the stage's groups, met exactly; the recipe carries per-layer group sizes and
+    reproduces the searched checkpoint bit for bit; plain transformers reloads it."""
+    folder, data = tiny
+    out = tmp_path / "out"
+    cfg = opts(data, cache, budget="bits=3", levels="2,3ch,3,3g32,4ch,4", finalize="assembled", generations=4,
+               offspring=4, seed=1)
+    res = search(str(folder), cfg, output=out, progress=False)
+    rep = res.report
+    check = rep["budget_check"]
+    assert rep["grid"]["costed_in"] == "bytes" and check["exact"] is True and check["bytes"] == check["budget_bytes"]
+    uniform3 = search(str(folder), opts(data, cache, budget="bits=3", levels="2,3,4", generations=0, finalize="assembled"),
+                      progress=False)
+    assert uniform3.report["accounting"]["bytes"] == check["budget_bytes"]  # the bytes of uniform 3-bit
+    assert rep["comparison"][1]["name"] == "start (uniform, dense inputs)"
+    assert rep["comparison"][1]["kl"] == pytest.approx(uniform3.report["comparison"][0]["kl"], rel=1e-6)
+    widths = {r["name"]: (r["bits"], r["group_size"]) for r in rep["layers"]}
+    assert any(g != (32 if "mlp.down_proj" not in n else 128) for n, (_, g) in widths.items())  # moved off the stage's groups
+    assert rep["accounting"]["bytes"] == _quantized_bytes(out / "model.safetensors")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        for n, (_, g) in widths.items():
+            inputs = 128 if n.endswith("down_proj") else 96
+            assert f.get_slice(f"{n}.weight_scale").get_shape()[1] == (1 if g == "channel" else inputs // g)
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    kinds = {(g["weights"]["num_bits"], g["weights"]["group_size"]) for g in qc["config_groups"].values()}
+    assert kinds == {(b, None if g == "channel" else g) for b, g in widths.values()}
+    recipe = load_recipe(out / "recipe.yaml")
+    stage = recipe.stages[0]
+    for n, (b, g) in widths.items():
+        o = stage.overrides[n]
+        default = 128 if n.endswith("down_proj") else 32
+        assert (o == b) if g == default else (o.bits == b and o.group_size == (-1 if g == "channel" else g))
+    stage.calibration.dataset = data
+    hfcompress.compress(str(folder), recipe, output=tmp_path / "re", progress=False)
+    a, b = load_file(out / "model.safetensors"), load_file(tmp_path / "re" / "model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        want = res.bundle.model(input_ids=torch.tensor(IDS)).logits.float()
+    proc = subprocess.run([sys.executable, "-c", PLAIN, str(out), json.dumps(IDS)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[6:])
+    assert torch.equal(torch.tensor(got["logits"]), want)
+
+
 def test_deterministic_resume_and_size_budget(tiny, cache, tmp_path):
     folder, data = tiny
     full = search(str(folder), opts(data, cache, generations=3, seed=7), progress=False).report
@@ -151,7 +197,7 @@ def test_deterministic_resume_and_size_budget(tiny, cache, tmp_path):
     assert {r["bits"] for r in four["layers"]} == {4} and four["database"]["entries_computed_now"] == 0
     assert [r["name"] for r in four["comparison"]][:4] == [
         "searched (output: levels recomputed sequentially)", "searched profile, database weights (as scored)",
-        "start (near-uniform, dense inputs)", "uniform 4-bit (quantize --method gptq)"]
+        "start (uniform, dense inputs)", "uniform 4-bit (quantize --method gptq)"]
     # the sequential output at uniform 4-bit is plain `quantize --method gptq --bits 4`: the same KL
     assert four["comparison"][0]["kl"] == four["comparison"][3]["kl"]
     # the in-memory result carries the compressed-tensors saver with the searched widths
@@ -166,11 +212,11 @@ def test_sequential_database_inputs_start_at_plain_gptq(tiny, tmp_path):
     four = search(str(folder), opts(data, tmp_path / "c", budget="bits=4", generations=1, baselines=True,
                                     database_inputs="sequential"), progress=False).report
     rows = {r["name"]: r["kl"] for r in four["comparison"]}
-    assert rows["start (near-uniform, sequential inputs)"] == rows["uniform 4-bit (quantize --method gptq)"]
+    assert rows["start (uniform, sequential inputs)"] == rows["uniform 4-bit (quantize --method gptq)"]
     assert four["database"]["inputs"] == "sequential" and four["budget_check"]["exact"]
     dense = search(str(folder), opts(data, tmp_path / "c", budget="bits=4", generations=0), progress=False).report
     assert dense["database"]["key"] != four["database"]["key"] and dense["database"]["built_stats_now"]
-    assert dense["comparison"][2]["kl"] != rows["start (near-uniform, sequential inputs)"]
+    assert dense["comparison"][2]["kl"] != rows["start (uniform, sequential inputs)"]
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -193,7 +239,7 @@ def test_errors_before_any_work(tmp_path, kw, match):
 def test_size_budget_outside_the_levels(tiny, tmp_path):
     folder, data = tiny
     for budget in ("size=0.01", "size=5e8"):
-        with pytest.raises(UsageError, match="unreachable with bit widths 2,3,4,8: the bytes lie between") as err:
+        with pytest.raises(UsageError, match="unreachable with levels 2,3,4,8: the bytes lie between") as err:
             search(str(folder), opts(data, tmp_path / "c", budget=budget), progress=False)
         assert "\n" not in str(err.value)
     assert not (tmp_path / "c").exists()  # refused before any calibration
@@ -219,6 +265,13 @@ def test_gptq_overrides_validation_and_defaults():
         GPTQConfig(overrides={"x": 9})
     with pytest.raises(ValueError, match="need symmetric weights"):
         GPTQConfig(symmetric=False, overrides={"x": 2})
+    grouped = GPTQConfig(overrides={"*.down_proj": {"bits": 3, "group_size": 32}, "*.q_proj": {"bits": 2}})
+    assert grouped.bits_for("model.layers.0.mlp.down_proj") == 3 and grouped.group_for("model.layers.0.mlp.down_proj") == 32
+    assert grouped.overrides["*.q_proj"] == 2 and grouped.group_for("model.layers.0.self_attn.q_proj") is None
+    with pytest.raises(ValueError, match="need symmetric weights"):
+        GPTQConfig(symmetric=False, overrides={"x": {"bits": 4, "group_size": 32}})
+    with pytest.raises(ValueError):
+        GPTQConfig(overrides={"x": {"bits": 3, "group_size": 0}})
 
 
 def test_cli_gptq_search(tiny, tmp_path):
@@ -243,14 +296,15 @@ def test_start_is_the_largest_reachable_total_not_above_the_budget(budget):
     import itertools
     from types import SimpleNamespace
 
-    from hfcompress.search.budget import parse_budget
+    from hfcompress.search.budget import Level, parse_budget
+    from hfcompress.search.database import Width
     from hfcompress.search.run import plan_bits
 
     shapes = {"a": (8, 32), "b": (4, 32), "c": (12, 64), "d": (8, 96), "e": (4, 64)}
     db = SimpleNamespace(linears=shapes, shape=shapes.__getitem__, plan=dict.fromkeys(shapes, 32),
                          dense={n: torch.zeros(s, dtype=torch.bfloat16) for n, s in shapes.items()},
-                         config=SimpleNamespace(symmetric=True))
-    levels = (2, 3, 4, 8)
+                         config=SimpleNamespace(symmetric=True), width=lambda n, b, g=None: Width(b, 32))
+    levels = tuple(Level(b) for b in (2, 3, 4, 8))
     b = parse_budget(budget)
     plan = plan_bits(db, b, levels)
     numel = sum(r * c for r, c in shapes.values())

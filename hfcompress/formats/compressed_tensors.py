@@ -72,16 +72,19 @@ def group_plan(modules: dict[str, Any], group_size: int | None, *, uniform: bool
         bad = sorted({w for w in widths.values() if w % candidates[-1]})
         raise UsageError(f"group size {group_size} (nor 64 / 32) does not divide in_features {bad}: "
                          "pass --group-size -1 (per channel) or skip those modules")
-    plan: dict[str, int | None] = {}
-    for name, width in widths.items():
-        for g in candidates:
-            if width % g == 0:
-                plan[name] = g
-                break
-        else:
-            raise UsageError(f"group size {group_size} does not divide in_features {width} of {name} "
-                             "(nor do 64 / 32): pass --group-size -1 (per channel) or skip that module")
-    return plan
+    return {name: fit_group(width, group_size, name) for name, width in widths.items()}
+
+
+def fit_group(width: int, group_size: int | None, name: str = "the module") -> int | None:
+    """The group size a module ``width`` inputs wide really uses: ``group_size`` or the largest of 64 / 32
+    below it that divides the width (None / <= 0: per output channel); a one-line error when none does."""
+    if group_size is None or group_size <= 0:
+        return None
+    for g in (group_size, *[x for x in FALLBACK_GROUPS if x < group_size]):
+        if width % g == 0:
+            return g
+    raise UsageError(f"group size {group_size} does not divide in_features {width} of {name} "
+                     "(nor do 64 / 32): pass --group-size -1 (per channel) or skip that module")
 
 
 class CTIntGrid:

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from ..calibration import calibration_windows, describe_batch, modality_of
-from ..config import CalibrationConfig
+from ..config import CalibrationConfig, StrictModel
 from ..errors import UnsupportedError, UsageError
 from ..formats import compressed_tensors as ct
 from ..registry import register
@@ -30,6 +30,22 @@ from .base import QuantizeConfig, check_not_quantized, model_dtype, scratch_dir,
 from .rtn import IntWeightConfig, finish, prepare
 
 GPTQ_MISSING = ("GPTQ needs the gptqmodel package: pip install 'hfcompress[gptq]' (requires torch>=2.14.1)")
+
+
+class ModuleWidth(StrictModel):
+    """One module's override: its bit width and (optionally) its own group size, e.g. ``{bits: 3, group_size: 32}``."""
+
+    bits: int = Field(ge=2, le=8, description="bit width (2-8, compressed-tensors pack-quantized)")
+    group_size: int | None = Field(None, ge=-1, le=65536,
+                                   description="inputs per scale group for this module (-1: per output channel; "
+                                               "None: the stage's group size), with the same 64 / 32 fallback")
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, v: int | None) -> int | None:
+        if v == 0:
+            raise ValueError("group_size is a positive number of inputs or -1 (per output channel), not 0")
+        return v
 
 
 class GPTQConfig(IntWeightConfig):
@@ -44,39 +60,65 @@ class GPTQConfig(IntWeightConfig):
                                               "the stored layout is unchanged)")
     clip_search: bool = Field(True, description="per row and group, shrink the min/max range (0.75-1.0) where "
                                                  "that lowers the Hessian-weighted rounding error")
-    overrides: dict[str, int] = Field(default_factory=dict,
-                                      description="per-module bit widths (2-8), by module name or glob, e.g. "
-                                                  "{'model.layers.0.mlp.down_proj': 8} (mixed-precision "
-                                                  "checkpoint: one config group per bit width and group size)")
+    overrides: dict[str, int | ModuleWidth] = Field(
+        default_factory=dict,
+        description="per-module bit widths (2-8), by module name or glob, e.g. {'model.layers.0.mlp.down_proj': 8}, "
+                    "or a width and group size, e.g. {'*.down_proj': {bits: 3, group_size: 32}} (mixed-precision "
+                    "checkpoint: one config group per bit width and group size)")
     dense_inputs: bool = Field(False, description="calibrate every layer on the dense model's inputs (each "
                                                   "block's outputs from its unquantized weights), as the level "
                                                   "database of `hfcompress search --method gptq` does")
 
     @field_validator("overrides")
     @classmethod
-    def _override_bits(cls, v: dict[str, int]) -> dict[str, int]:
-        bad = {k: b for k, b in v.items() if not 2 <= int(b) <= 8}
+    def _override_bits(cls, v: dict[str, int | ModuleWidth]) -> dict[str, int | ModuleWidth]:
+        bad = {k: b for k, b in v.items() if isinstance(b, int) and not 2 <= b <= 8}
         if bad:
             raise ValueError(f"override bit widths must be 2..8 (compressed-tensors pack-quantized), not {bad}")
-        return {k: int(b) for k, b in v.items()}
+        # a width without its own group size is just the width
+        return {k: b.bits if isinstance(b, ModuleWidth) and b.group_size is None else b for k, b in v.items()}
 
     @model_validator(mode="after")
     def _mixed_needs_one_scheme_per_module(self) -> GPTQConfig:
-        if self.overrides and self.uniform_scheme() and set(self.overrides.values()) != {self.bits}:
-            raise ValueError("per-module bit overrides need symmetric weights without quantized embeddings "
-                             "(an asymmetric / embedding checkpoint is dequantized at load with one scheme): "
-                             "drop --asymmetric / quantize_embeddings or the overrides")
+        if self.overrides and self.uniform_scheme() and (
+                {self._override(p)[0] for p in self.overrides} != {self.bits}
+                or any(isinstance(b, ModuleWidth) for b in self.overrides.values())):
+            raise ValueError("per-module bit / group-size overrides need symmetric weights without quantized "
+                             "embeddings (an asymmetric / embedding checkpoint is dequantized at load with one "
+                             "scheme): drop --asymmetric / quantize_embeddings or the overrides")
         return self
+
+    def _override(self, pattern: str) -> tuple[int, int | None]:
+        o = self.overrides[pattern]
+        return (o.bits, o.group_size) if isinstance(o, ModuleWidth) else (o, None)
 
     @staticmethod
     def _matches(name: str, pat: str) -> bool:
         return name == pat or fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}")
 
+    def _override_for(self, name: str) -> tuple[int, int | None] | None:
+        """The module's own override, else the first matching pattern's; None without one."""
+        if name in self.overrides:
+            return self._override(name)
+        return next((self._override(p) for p in self.overrides if self._matches(name, p)), None)
+
     def bits_for(self, name: str) -> int:
         """The module's bit width: its own override, else the first matching pattern, else ``bits``."""
-        if name in self.overrides:
-            return self.overrides[name]
-        return next((b for pat, b in self.overrides.items() if self._matches(name, pat)), self.bits)
+        o = self._override_for(name)
+        return self.bits if o is None else o[0]
+
+    def group_for(self, name: str) -> int | None:
+        """The module's own group size request (-1: per channel), or None for the stage's ``group_size``."""
+        o = self._override_for(name)
+        return None if o is None else o[1]
+
+    def module_plan(self, chosen: dict[str, Any], plan: dict[str, int | None]) -> dict[str, int | None]:
+        """``plan`` with each module's own group size (the stage's 64 / 32 fallback applied to it)."""
+        own = {n: g for n in chosen if (g := self.group_for(n)) is not None}
+        out = dict(plan)
+        for n, g in own.items():
+            out[n] = ct.fit_group(chosen[n].in_features, g, n)
+        return out
 
     def check_overrides(self, names: list[str]) -> None:
         """One-line error for an override that names none of the quantized modules."""
@@ -94,6 +136,7 @@ def apply_gptq(bundle: Any, config: GPTQConfig, ctx: Any) -> dict[str, Any]:
 
     chosen, kept, plan, sparsity_before = prepare(bundle, config)
     config.check_overrides(list(chosen))
+    plan = config.module_plan(chosen, plan)
     ids = _calibration_ids(bundle, config.calibration)
     model = bundle.model
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
@@ -34,6 +34,31 @@ BUDGET_KINDS = {
 METHOD_BUDGETS = {"wanda": ("sparsity",), "sparsegpt": ("sparsity",), "drop": ("blocks",), "gptq": ("bits", "size")}
 #: default bit-width levels of ``--method gptq``
 DEFAULT_BITS = (2, 3, 4, 8)
+
+
+class Level(NamedTuple):
+    """A GPTQ level as ``--levels`` spells it: ``3`` (3 bits at the search's group size), ``3g32`` (3 bits in
+    groups of 32 inputs) or ``3ch`` (3 bits, one scale per output channel)."""
+
+    bits: int
+    #: None: the search's ``group_size``; -1: per output channel
+    group_size: int | None = None
+
+    def __str__(self) -> str:
+        if self.group_size is None:
+            return str(self.bits)
+        return f"{self.bits}ch" if self.group_size < 0 else f"{self.bits}g{self.group_size}"
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        """``"3"`` / ``"3g32"`` / ``"3ch"`` -> Level (ValueError otherwise)."""
+        t = text.strip().lower()
+        if t.endswith("ch"):
+            return cls(int(t[:-2]), -1)
+        bits, sep, group = t.partition("g")
+        if sep and (not group.isdigit() or int(group) < 1):
+            raise ValueError(text)
+        return cls(int(bits), int(group) if sep else None)
 
 
 @dataclass(frozen=True)
@@ -95,7 +120,9 @@ class SearchConfig(StrictModel):
     levels: str | None = Field(
         None, description="sparsity grid MIN:MAX[:STEP] (default: budget +-0.25 within [0, 0.95], step 1/16); "
                           "each level is the budget's uniform count of zeros plus whole steps. gptq: the bit "
-                          "widths B1,B2,... (default 2,3,4,8)")
+                          "widths B1,B2,... (default 2,3,4,8), each optionally with its own group size: BgG "
+                          "(e.g. 3g32) or Bch (per output channel); levels with other group sizes are costed in "
+                          "bytes (scales included)")
     group_size: int | None = Field(None, ge=-1, le=65536,
                                    description="gptq: inputs per scale group (default 128, with the 64 / 32 "
                                                "fallback of `quantize`; -1: per output channel)")
@@ -186,19 +213,23 @@ class SearchConfig(StrictModel):
             self.bit_levels(budget)
         return budget
 
-    def bit_levels(self, budget: Budget | None = None) -> tuple[int, ...]:
-        """The gptq bit widths (ascending; one-line error for a bad list or a ``bits=`` budget outside them)."""
-        levels = DEFAULT_BITS
+    def bit_levels(self, budget: Budget | None = None) -> tuple[Level, ...]:
+        """The gptq levels (sorted by bits, then group size; one-line error for a bad list or a ``bits=``
+        budget outside their widths)."""
+        levels = tuple(Level(b) for b in DEFAULT_BITS)
         if self.levels:
             try:
-                levels = tuple(sorted({int(x) for x in self.levels.replace(" ", "").split(",") if x}))
+                levels = tuple(sorted({Level.parse(x) for x in self.levels.replace(" ", "").split(",") if x},
+                                      key=lambda v: (v.bits, v.group_size is not None, v.group_size or 0)))
             except ValueError:
-                raise UsageError(f"--levels {self.levels!r}: gptq levels are bit widths, e.g. 2,3,4,8") from None
-            if len(levels) < 2 or any(not 2 <= b <= 8 for b in levels):
+                raise UsageError(f"--levels {self.levels!r}: gptq levels are bit widths, optionally with a group "
+                                 "size, e.g. 2,3,4,8 or 3ch,3g64,3g32,4") from None
+            if len(levels) < 2 or any(not 2 <= v.bits <= 8 for v in levels):
                 raise UsageError(f"--levels {self.levels!r}: give two or more bit widths in 2..8, e.g. 2,3,4,8")
-        if budget is not None and budget.kind == "bits" and not levels[0] <= budget.value <= levels[-1]:
-            raise UsageError(f"budget {budget} is unreachable with bit widths {','.join(map(str, levels))}: the "
-                             f"average lies in [{levels[0]}, {levels[-1]}]; change --budget or --levels")
+        bits = sorted({v.bits for v in levels})
+        if budget is not None and budget.kind == "bits" and not bits[0] <= budget.value <= bits[-1]:
+            raise UsageError(f"budget {budget} is unreachable with bit widths {','.join(map(str, bits))}: the "
+                             f"average lies in [{bits[0]}, {bits[-1]}]; change --budget or --levels")
         return levels
 
     def gptq_group_size(self) -> int:

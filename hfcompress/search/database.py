@@ -17,9 +17,10 @@ the calibration and the chunking), only what differs from the dense model:
   the zeros, plus (SparseGPT, which updates the kept weights) the kept values.
 
 For GPTQ bit widths (:class:`BitsDatabase`): ``stats/`` holds GPTQ's Hessians ``2/N X^T X`` from
-one dense pass, and ``levels/<layer>/<bits>.safetensors`` the layer's int8 codes and scales (+ zero
-points) on compressed-tensors' grid, as ``quantize --method gptq`` with ``dense_inputs`` and that
-layer's bit override computes them.
+one dense pass, and ``levels/<layer>/<width>.safetensors`` the layer's int8 codes and scales (+ zero
+points) on compressed-tensors' grid at that :class:`Width` (bits and the group size the layer really
+uses, e.g. ``3g64`` or ``3ch``), as ``quantize --method gptq`` with ``dense_inputs`` and that layer's
+override computes them.
 
 Entries are written atomically and reused by every later search of the same key.
 """
@@ -32,7 +33,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -102,7 +103,7 @@ class _LevelStore:
     linears: dict[str, Any]
     dense: dict[str, torch.Tensor]
     #: per layer, the level installed during the statistics pass (``sequential_inputs``); None: dense inputs
-    seq_levels: dict[str, int] | None = None
+    seq_levels: dict[str, Any] | None = None
 
     def _open(self, ident: dict[str, Any], cache_dir: str | os.PathLike | None) -> None:
         self.identity = ident
@@ -111,7 +112,7 @@ class _LevelStore:
         self.groups: list[list[str]] | None = None
         self.built_now = {"stats": False, "entries": 0}
 
-    def sequential_inputs(self, levels: dict[str, int]) -> None:
+    def sequential_inputs(self, levels: dict[str, Any]) -> None:
         """Calibrate on the inputs the model gets with ``levels`` (zeros or bits per layer) computed and
         installed block by block, as the ordinary sequential stage does, instead of the dense model's:
         those entries are then exactly what that stage computes, the others are computed on the same
@@ -320,13 +321,33 @@ class SparsityDatabase(_LevelStore):
 
 
 
+class Width(NamedTuple):
+    """What one layer stores at a GPTQ level: its bit width and the group size it really uses."""
+
+    bits: int
+    #: inputs per scale group; None: one scale per output channel
+    group: int | None
+
+    def __str__(self) -> str:
+        return f"{self.bits}g{self.group}" if self.group else f"{self.bits}ch"
+
+    @classmethod
+    def parse(cls, text: str) -> Width:
+        """``"3g64"`` / ``"3ch"`` (as ``str`` writes it) -> Width."""
+        if text.endswith("ch"):
+            return cls(int(text[:-2]), None)
+        bits, _, group = text.partition("g")
+        return cls(int(bits), int(group))
+
+
 class BitsDatabase(_LevelStore):
     """GPTQ variants of every target at given bit widths (see the module doc), on compressed-tensors' grid.
 
     ``config`` is the :class:`~hfcompress.quantize.gptq.GPTQConfig` the searched recipe runs (with
     ``dense_inputs``): its calibration, chunking, damping, act-order, clip search, group plan and
     symmetry are those of every entry, so ``compress`` with the recipe reproduces the entries exactly.
-    An entry holds the int8 codes and the scales (+ zero points) of the layer at that width.
+    An entry holds the int8 codes and the scales (+ zero points) of the layer at that :class:`Width`
+    (its group size: the config's plan, or a level's own through :meth:`width`).
     """
 
     def __init__(self, bundle: Any, config: Any, cache_dir: str | os.PathLike | None = None, progress: bool = False):
@@ -381,16 +402,23 @@ class BitsDatabase(_LevelStore):
                 self.restore_dense()
         self._stats_written(groups)
 
-    def ensure(self, bits: Iterable[int], note: Any = None) -> None:
-        """Compute every missing ``(layer, bits)`` entry."""
-        bits = list(bits)
-        if all(self.has(n, b) for n in self.linears for b in bits):
+    def width(self, name: str, bits: int, group_size: int | None = None) -> Width:
+        """The layer's :class:`Width` at ``bits`` with a requested ``group_size`` (None: the config's plan;
+        -1: per channel; else the stage's 64 / 32 fallback, as the GPTQ stage's own override resolves it)."""
+        if group_size is None:
+            return Width(bits, self.plan[name])
+        return Width(bits, ct.fit_group(self.shape(name)[1], group_size, name))
+
+    def ensure(self, widths: dict[str, Iterable[Width]], note: Any = None) -> None:
+        """Compute every missing ``(layer, width)`` entry."""
+        wanted = {n: list(ws) for n, ws in widths.items()}
+        if all(self.has(n, w) for n, ws in wanted.items() for w in ws):
             return
         self.ensure_stats()
         assert self.groups is not None
         done = 0
         for group in self.groups:
-            todo = [(n, b) for n in group for b in bits if not self.has(n, b)]
+            todo = [(n, w) for n in group for w in wanted.get(n, []) if not self.has(n, w)]
             if not todo:
                 continue
             data = load_file(self.root / "stats" / f"{_safe(group[0])}.safetensors")
@@ -402,15 +430,15 @@ class BitsDatabase(_LevelStore):
                 note(f"level database: {done} input groups computed")
 
     @torch.no_grad()
-    def _compute(self, name: str, bits: int, H: torch.Tensor | None) -> None:
-        """The layer at ``bits``, exactly as the GPTQ stage's ``calibrate_blocks`` computes it."""
+    def _compute(self, name: str, width: Width, H: torch.Tensor | None) -> None:
+        """The layer at ``width``, exactly as the GPTQ stage's ``calibrate_blocks`` computes it."""
 
         cfg = self.config
         W = self.dense[name]
         if H is None:  # no calibration token reached the group: plain rounding (identity Hessian)
             H = torch.eye(W.shape[1])
         sparse = float((W == 0).float().mean()) > 0.01
-        grid = ct.CTIntGrid(ct.weight_args(bits, self.plan[name], cfg.symmetric), W.shape[1], W.dtype,
+        grid = ct.CTIntGrid(ct.weight_args(width.bits, width.group, cfg.symmetric), W.shape[1], W.dtype,
                             clip_search=cfg.clip_search)
         Q = gptq_quantize(W, H, grid, block_size=cfg.block_size, damp=cfg.damp,
                           mask=(W != 0).float() if sparse else None, act_order=cfg.act_order)
@@ -423,8 +451,8 @@ class BitsDatabase(_LevelStore):
         if zp is not None:
             tensors["zero_point"] = zp
         if not torch.equal(self._decode(tensors, g, W.dtype), Q.to(W.dtype)):
-            raise AssertionError(f"level database: the codes of {name} at {bits} bits do not decode to its weights")
-        _atomic_save(tensors, self.entry_path(name, bits))
+            raise AssertionError(f"level database: the codes of {name} at {width} do not decode to its weights")
+        _atomic_save(tensors, self.entry_path(name, width))
         self.built_now["entries"] += 1
 
     @staticmethod
@@ -433,17 +461,13 @@ class BitsDatabase(_LevelStore):
         z = tensors["zero_point"].float().repeat_interleave(group, dim=1) if "zero_point" in tensors else 0.0
         return ((tensors["codes"].float() - z) * s).to(dtype)
 
-    def group_size_of(self, name: str) -> int:
-        g = self.plan[name]
-        return g if g else self.shape(name)[1]
-
-    def entry(self, name: str, bits: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
-        """(the layer's dequantized weight at ``bits``, its (scale, zero point) as the saver wants them)."""
-        data = load_file(self.entry_path(name, bits))
-        w = self._decode(data, self.group_size_of(name), self.dense[name].dtype)
+    def entry(self, name: str, width: Width) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
+        """(the layer's dequantized weight at ``width``, its (scale, zero point) as the saver wants them)."""
+        data = load_file(self.entry_path(name, width))
+        w = self._decode(data, width.group or self.shape(name)[1], self.dense[name].dtype)
         return w, (data["scale"], data.get("zero_point"))
 
-    def install(self, name: str, bits: int) -> None:
+    def install(self, name: str, width: Width) -> None:
         with torch.no_grad():
-            self.linears[name].weight.copy_(self.entry(name, bits)[0])
+            self.linears[name].weight.copy_(self.entry(name, width)[0])
 

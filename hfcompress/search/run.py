@@ -47,8 +47,8 @@ from ..quantize.gptq import GPTQConfig
 from ..recipes import Recipe
 from ..stage import StageContext, run_stage
 from . import report as _report
-from .budget import Budget, SearchConfig
-from .database import DEFAULT_CACHE, BitsDatabase, SparsityDatabase, fingerprint
+from .budget import Budget, Level, SearchConfig
+from .database import DEFAULT_CACHE, BitsDatabase, SparsityDatabase, Width, fingerprint
 from .evolve import SearchState, evolve
 from .fitness import Fitness, PrefixScorer, skipped_blocks
 from .space import Profile, Space
@@ -374,10 +374,12 @@ def _search_drop(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, windows
 # ---------------------------------------------------------------------------------------- bit widths
 @dataclass
 class BitsPlan:
-    """The bit-width space: per layer its cost at each level (bits or bytes, over the gcd ``unit``)."""
+    """The bit-width space: per layer its :class:`Width` at each level (sorted by bytes) and the cost of
+    each (bits, or bytes when levels differ in group size; over the gcd ``unit``)."""
 
     names: list[str]
-    levels: tuple[int, ...]
+    levels: tuple[Level, ...]  # as --levels spelled them
+    widths: dict[str, list[Width]]  # per layer, its distinct widths in level-index order
     numel: dict[str, int]
     nbytes: dict[str, list[int]]  # packed int + scale (+ zero point) bytes at each level
     unit: int  # the gcd of every level cost
@@ -387,18 +389,20 @@ class BitsPlan:
     high: int
     source_bytes: int
     space: Space
+    costed_in: str  # "bits" (scales excluded) or "bytes"
 
-    def bits(self, profile: Profile) -> dict[str, int]:
-        return {n: self.levels[k] for n, k in zip(self.names, profile, strict=True)}
+    def width_of(self, profile: Profile) -> dict[str, Width]:
+        return {n: self.widths[n][k] for n, k in zip(self.names, profile, strict=True)}
 
     def totals(self, profile: Profile) -> dict[str, Any]:
         """Average bits per weight (parameter-weighted) and bytes (weights + scales) of ``profile``."""
-        bits = self.bits(profile)
+        widths = self.width_of(profile)
         n = sum(self.numel.values())
-        total_bits = sum(bits[x] * self.numel[x] for x in self.names)
+        total_bits = sum(widths[x].bits * self.numel[x] for x in self.names)
         nbytes = sum(self.nbytes[x][k] for x, k in zip(self.names, profile, strict=True))
         return {"average_bits": total_bits / n, "total_bits": total_bits, "bytes": nbytes,
-                "fraction_of_source": nbytes / self.source_bytes}
+                "fraction_of_source": nbytes / self.source_bytes,
+                "average_bits_with_scales": 8 * nbytes / n}
 
 
 def layer_bytes(shape: tuple[int, int], bits: int, group: int | None, scale_bytes: int, zero_points: bool) -> int:
@@ -413,35 +417,61 @@ def layer_bytes(shape: tuple[int, int], bits: int, group: int | None, scale_byte
 _DP_LIMIT = 4_000_000_000
 
 
-def plan_bits(db: BitsDatabase, budget: Budget, levels: tuple[int, ...]) -> BitsPlan:
-    """Level costs, the exact (or largest not above) reachable total, and a near-uniform start profile
-    meeting it; one-line errors for a budget outside [all lowest, all highest]."""
+def _layer_widths(db: BitsDatabase, name: str, levels: tuple[Level, ...]) -> list[Width]:
+    try:
+        return list({db.width(name, v.bits, v.group_size): None for v in levels})
+    except UsageError as e:
+        raise UsageError(f"--levels {','.join(map(str, levels))}: {e}") from None
+
+
+def plan_bits(db: BitsDatabase, budget: Budget, levels: tuple[Level, ...]) -> BitsPlan:
+    """Level costs, the exact (or largest not above) reachable total, and a start profile meeting it
+    (every layer at the budget's width where that meets it, else near-uniform); one-line errors for a
+    budget outside [all lowest, all highest].
+
+    Levels that all use the search's group size are costed in bits (``bits=``) or bytes (``size=``).
+    Levels with their own group sizes are costed in bytes, scales included, whatever the budget: then
+    ``bits=B`` means the bytes every layer takes at B bits with the search's group size."""
     names = list(db.linears)
     shapes = {n: db.shape(n) for n in names}
     numel = {n: r * c for n, (r, c) in shapes.items()}
     itemsize = {n: db.dense[n].element_size() for n in names}
     asym = not db.config.symmetric
-    nbytes = {n: [layer_bytes(shapes[n], b, db.plan[n], itemsize[n], asym) for b in levels] for n in names}
+
+    def nbytes_of(n: str, w: Width) -> int:
+        return layer_bytes(shapes[n], w.bits, w.group, itemsize[n], asym)
+
+    widths = {n: sorted(_layer_widths(db, n, levels), key=lambda w, n=n: (nbytes_of(n, w), w.bits))
+              for n in names}
+    nbytes = {n: [nbytes_of(n, w) for w in widths[n]] for n in names}
     source_bytes = sum(numel[n] * itemsize[n] for n in names)
-    if budget.kind == "bits":
-        raw = {n: [b * numel[n] for b in levels] for n in names}
-        target = Fraction(str(budget.value)) * sum(numel.values())
+    grouped = any(v.group_size is not None for v in levels)
+    B = Fraction(str(budget.value))
+    if budget.kind == "bits" and not grouped:
+        raw = {n: [w.bits * numel[n] for w in widths[n]] for n in names}
+        target = B * sum(numel.values())
+    elif budget.kind == "bits":  # the bytes of every layer at B bits, the search's group size
+        raw = nbytes
+        target = sum((Fraction(nbytes_of(n, Width(int(B), db.plan[n]))) if B.denominator == 1 else
+                      B * numel[n] / 8 + Fraction(nbytes_of(n, Width(0, db.plan[n]))) for n in names),
+                     Fraction(0))
     else:
         raw = nbytes
-        target = Fraction(str(budget.value)) * (source_bytes if budget.value < 1 else 1)
+        target = B * (source_bytes if budget.value < 1 else 1)
     unit = 0
     for n in names:
         for c in raw[n]:
             unit = math.gcd(unit, c)
     costs = [[c // unit for c in raw[n]] for n in names]
-    low, high = sum(c[0] for c in costs), sum(c[-1] for c in costs)
-    what = "average bits" if budget.kind == "bits" else "bytes"
+    low, high = sum(min(c) for c in costs), sum(max(c) for c in costs)
+    in_bits = budget.kind == "bits" and not grouped
+    shown_levels = ",".join(map(str, levels))
     if target < low * unit or target > high * unit:
-        shown = (lambda v: f"{v / sum(numel.values()):.4g} bits") if budget.kind == "bits" else \
+        shown = (lambda v: f"{v / sum(numel.values()):.4g} bits") if in_bits else \
             (lambda v: f"{v:.6g} bytes ({v / source_bytes:.4g} of the source)")
-        raise UsageError(f"budget {budget} is unreachable with bit widths {','.join(map(str, levels))}: the "
-                         f"{what} lie between {shown(low * unit)} (all {levels[0]}-bit) and {shown(high * unit)} "
-                         f"(all {levels[-1]}-bit); change --budget or --levels")
+        raise UsageError(f"budget {budget} is unreachable with levels {shown_levels}: the "
+                         f"{'average bits' if in_bits else 'bytes'} lie between {shown(low * unit)} (every layer "
+                         f"at its lowest) and {shown(high * unit)} (at its highest); change --budget or --levels")
     if high * len(names) > _DP_LIMIT:
         raise UnsupportedError(f"budget {budget}: the level costs of this model have too small a common divisor "
                                f"({unit}) for an exact search; use a bits= budget or other --levels")
@@ -453,30 +483,42 @@ def plan_bits(db: BitsDatabase, budget: Budget, levels: tuple[int, ...]) -> Bits
             cur |= prev << x
         reach.append(cur)
     best = (reach[-1] & ((1 << (t_units + 1)) - 1)).bit_length() - 1
-    # a near-uniform start: each layer at the level nearest its share of the total (last layers first)
-    share = (best - low) / max(high - low, 1)
-    start = [0] * len(names)
-    r = best
-    for u in range(len(names) - 1, -1, -1):
-        c = costs[u]
-        ideal = c[0] + share * (c[-1] - c[0])
-        for k in sorted(range(len(c)), key=lambda k: (abs(c[k] - ideal), k)):
-            if r - c[k] >= 0 and (reach[u] >> (r - c[k])) & 1:
-                start[u] = k
-                r -= c[k]
-                break
-        else:  # the reachability table says some level fits
-            raise AssertionError("search: no start profile for a reachable total")
-    space = Space(names, [0] * len(names), [len(levels) - 1] * len(names), [1] * len(names), costs=costs,
+    uniform = None
+    if budget.kind == "bits" and B.denominator == 1 and Level(int(B)) in levels:
+        uniform = [widths[n].index(Width(int(B), db.plan[n])) for n in names]
+    if uniform is not None and sum(c[k] for c, k in zip(costs, uniform, strict=True)) == best:
+        start = uniform
+    else:  # near-uniform: each layer at the level nearest its share of the total (last layers first)
+        share = (best - low) / max(high - low, 1)
+        start = [0] * len(names)
+        r = best
+        for u in range(len(names) - 1, -1, -1):
+            c = costs[u]
+            ideal = min(c) + share * (max(c) - min(c))
+            for k in sorted(range(len(c)), key=lambda k: (abs(c[k] - ideal), k)):
+                if r - c[k] >= 0 and (reach[u] >> (r - c[k])) & 1:
+                    start[u] = k
+                    r -= c[k]
+                    break
+            else:  # the reachability table says some level fits
+                raise AssertionError("search: no start profile for a reachable total")
+    space = Space(names, [0] * len(names), [len(widths[n]) - 1 for n in names], [1] * len(names), costs=costs,
                   origin=tuple(start))
-    return BitsPlan(names, levels, numel, nbytes, unit, target, best, low, high, source_bytes, space)
+    return BitsPlan(names, levels, widths, numel, nbytes, unit, target, best, low, high, source_bytes, space,
+                    "bits" if in_bits else "bytes")
 
 
-def _gptq_config(cfg: SearchConfig, overrides: dict[str, int] | None = None) -> GPTQConfig:
+def _gptq_config(cfg: SearchConfig, overrides: dict[str, Any] | None = None) -> GPTQConfig:
     """The GPTQ stage of the searched recipe (``dense_inputs``; every target's width in ``overrides``)."""
     return GPTQConfig(bits=8, group_size=cfg.gptq_group_size(), symmetric=True, calibration=cfg.calibration,
                       batch_size=cfg.batch_size or GPTQConfig.model_fields["batch_size"].default,
                       dense_inputs=True, overrides=overrides or {})
+
+
+def _overrides(db: BitsDatabase, widths: dict[str, Width]) -> dict[str, Any]:
+    """The recipe's per-layer overrides: the bit width, plus the group size where it is not the stage's."""
+    return {n: w.bits if w.group == db.plan[n] else {"bits": w.bits, "group_size": w.group or -1}
+            for n, w in widths.items()}
 
 
 def _prepare_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, cache_root: Path,
@@ -484,7 +526,7 @@ def _prepare_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, cache_
     db = BitsDatabase(bundle, _gptq_config(cfg), cache_root, progress=progress)
     plan = plan_bits(db, budget, cfg.bit_levels(budget))
     if cfg.database_inputs == "sequential":
-        db.sequential_inputs(plan.bits(plan.space.start))
+        db.sequential_inputs(plan.width_of(plan.space.start))
     return db, plan
 
 
@@ -494,60 +536,73 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
     model = bundle.model
     fitness = Fitness(model, windows)  # the dense reference, before any level is installed
     t = time.perf_counter()
-    _say(progress, f"search: level database {db.key}: {len(plan.levels)} bit widths x {len(plan.names)} layers")
-    db.ensure(plan.levels, note=(lambda m: _say(progress, f"search: {m}")) if progress else None)
+    _say(progress, f"search: level database {db.key}: levels {','.join(map(str, plan.levels))} x "
+                   f"{len(plan.names)} layers")
+    db.ensure(plan.widths, note=(lambda m: _say(progress, f"search: {m}")) if progress else None)
     db_seconds = round(time.perf_counter() - t, 1)
-    current: dict[str, int] = {}
+    current: dict[str, Width] = {}
 
     def install(profile: Profile) -> None:
-        for n, b in plan.bits(profile).items():
-            if current.get(n) != b:
-                db.install(n, b)
-                current[n] = b
+        for n, w in plan.width_of(profile).items():
+            if current.get(n) != w:
+                db.install(n, w)
+                current[n] = w
 
     evaluate = _scorer(bundle, fitness, plan.names, install, cfg)
-    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "levels": list(plan.levels)}, progress,
+    state = _evolve(plan.space, evaluate, db, cfg, {"budget": str(budget), "levels": [str(v) for v in plan.levels]}, progress,
                     deadline)
     best = tuple(state.parent)
     if plan.space.cost(best) != plan.achieved:  # the space guarantees it; a broken invariant must not pass
         raise AssertionError("search: the profile's total differs from the budget's")
-    bits = plan.bits(best)
+    widths = plan.width_of(best)
     totals, start_totals = plan.totals(best), plan.totals(plan.space.start)
     row = {"average_bits": totals["average_bits"], "bytes": totals["bytes"]}
+    start_widths = plan.width_of(plan.space.start)
+    uniform = sorted(set(start_widths.values()))
+    uniform_start = len(uniform) == 1 or len({(w.bits, w.group == db.plan[n]) for n, w in start_widths.items()}) == 1
     comparison = [{"name": "searched", "kl": state.fitness, **row},
-                  {"name": f"start (near-uniform, {cfg.database_inputs} inputs)", "kl": state.curve[0]["fitness"],
+                  {"name": f"start ({'uniform' if uniform_start else 'near-uniform'}, {cfg.database_inputs} inputs)",
+                   "kl": state.curve[0]["fitness"],
                    "average_bits": start_totals["average_bits"], "bytes": start_totals["bytes"]}]
     install(best)
     expected = _assembled_weights(cfg, db.linears)
     db.restore_dense()
     current.clear()
-    uniform = sorted({b for b in plan.bits(plan.space.start).values()})
-    if cfg.baselines and len(uniform) == 1 and uniform[0] in (4, 8):
-        _say(progress, f"search: scoring the uniform {uniform[0]}-bit baseline (gptq, sequential)")
+    bits = sorted({w.bits for w in start_widths.values()})
+    stage_groups = all(w.group == db.plan[n] for n, w in start_widths.items())
+    if cfg.baselines and stage_groups and len(bits) == 1 and bits[0] in (4, 8):
+        _say(progress, f"search: scoring the uniform {bits[0]}-bit baseline (gptq, sequential)")
         other = copy.deepcopy(bundle)
-        base = _gptq_config(cfg).model_copy(update={"bits": uniform[0], "dense_inputs": False})
+        base = _gptq_config(cfg).model_copy(update={"bits": bits[0], "dense_inputs": False})
         run_stage(other, base, StageContext(progress=False))
-        comparison.append({"name": f"uniform {uniform[0]}-bit (quantize --method gptq)",
+        comparison.append({"name": f"uniform {bits[0]}-bit (quantize --method gptq)",
                            "kl": fitness(cfg.tokens[-1], other.model), **row})
         del other
     exact = plan.achieved * plan.unit == plan.target
-    if budget.kind == "bits":
+    if budget.kind == "bits" and plan.costed_in == "bits":
         check = {"budget_bits": budget.value, "average_bits": totals["average_bits"], "total_bits": totals["total_bits"],
                  "targeted_parameters": sum(plan.numel.values()), "exact": exact}
+    elif budget.kind == "bits":  # levels with their own group sizes: the bytes of uniform B-bit
+        check = {"budget_bits": budget.value, "budget_bytes": float(plan.target), "bytes": totals["bytes"],
+                 "average_bits": totals["average_bits"],
+                 "average_bits_with_scales": totals["average_bits_with_scales"], "exact": exact,
+                 "meaning": f"the bytes (codes + scales) of every layer at {budget.value:g} bits with group size "
+                            f"{cfg.gptq_group_size()}"}
     else:
         check = {"budget_bytes": float(plan.target), "bytes": totals["bytes"],
                  "fraction_of_source": totals["fraction_of_source"], "source_bytes": plan.source_bytes,
                  "exact": exact}
     if not exact:
         check["note"] = "no mix of the levels meets the budget exactly: the largest total not above it"
-    layers = [{"name": n, "bits": bits[n], "level": k, "params": plan.numel[n], "bytes": plan.nbytes[n][k],
-               "group_size": db.plan[n] or "channel", "start_bits": plan.levels[k0]}
-              for n, k, k0 in zip(plan.names, best, plan.space.start, strict=True)]
+    layers = [{"name": n, "bits": widths[n].bits, "group_size": widths[n].group or "channel", "width": str(widths[n]),
+               "level": k, "params": plan.numel[n], "bytes": plan.nbytes[n][k],
+               "start_bits": start_widths[n].bits, "start_width": str(start_widths[n])}
+              for n, k in zip(plan.names, best, strict=True)]
     sizes = db.size_bytes()
     report = {
         "method": cfg.method, "budget": str(budget), "kind": "bits",
-        "grid": {"levels": list(plan.levels), "unit": "Linear layer", "units": len(plan.names),
-                 "group_size": cfg.gptq_group_size(), "symmetric": True},
+        "grid": {"levels": [str(v) for v in plan.levels], "unit": "Linear layer", "units": len(plan.names),
+                 "group_size": cfg.gptq_group_size(), "symmetric": True, "costed_in": plan.costed_in},
         "budget_check": check,
         "accounting": {"bits": "average bits per weight over the targeted Linear weights, parameter-weighted; "
                                "scales excluded",
@@ -567,13 +622,13 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
 
     def assemble() -> None:
         install(best)
-        params = {n: db.entry(n, bits[n])[1] for n in plan.names}
-        chosen_bits = {**dict.fromkeys(db.outside, 8), **bits}
+        params = {n: db.entry(n, widths[n])[1] for n in plan.names}
+        chosen_bits = {**dict.fromkeys(db.outside, 8), **{n: w.bits for n, w in widths.items()}}
         if not db.outside:
-            ct.attach(bundle, bits_of=chosen_bits, symmetric=True, plan={n: db.plan[n] for n in plan.names},
+            ct.attach(bundle, bits_of=chosen_bits, symmetric=True, plan={n: widths[n].group for n in plan.names},
                       params=params, kept=db.kept)
 
-    recipe_cfg = _gptq_config(cfg, bits).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
+    recipe_cfg = _gptq_config(cfg, _overrides(db, widths)).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
     return _assembled_or_sequential(cfg, {"report": report, "state": state, "recipe_cfg": recipe_cfg,
                                           "fitness": fitness, "expected": expected, "db_root": db.root,
                                           "assemble": assemble})
