@@ -71,7 +71,9 @@ def register(sub: Any) -> None:
                         "weights + scales, a fraction of the source (0<S<1) or bytes (S>1))")
     g.add_argument("--levels", default=None, metavar="MIN:MAX[:STEP] | B1,B2,..",
                    help="sparsity grid (default: budget +-0.25 within [0, 0.95], step 1/16); gptq: bit widths "
-                        "(default: 2,3,4,8)")
+                        "(default: 2,3,4,8), each optionally with its own group size: 3g32 (groups of 32 inputs), "
+                        "3ch (per output channel); such levels are costed in bytes, scales included, and bits=B "
+                        "then means the bytes of uniform B-bit at --group-size")
     g.add_argument("--group-size", type=int, default=None,
                    help="gptq: inputs per scale group (default: 128, with the 64 / 32 fallback; -1: per channel)")
     g.add_argument("--generations", type=int, default=None, help=f"generations (default: {f['generations'].default})")

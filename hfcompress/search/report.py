@@ -28,7 +28,7 @@ def record_points(path: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
         points = []
     for row in report["comparison"]:
         point = {"budget": report["budget"], "profile": row["name"], "kl": row["kl"]}
-        for key in ("sparsity", "average_bits", "bytes"):
+        for key in ("sparsity", "average_bits", "average_bits_with_scales", "bytes"):
             if key in row:
                 point[key] = row[key]
         points = [p for p in points if (p["budget"], p["profile"]) != (point["budget"], point["profile"])]
@@ -95,7 +95,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["| layer | sparsity | level |", "|---|---:|---:|"]
         lines += [f"| {r['name']} | {r['sparsity']:.4f} | {r['level']:+d} |" for r in report["layers"]]
     elif report["kind"] == "bits":
-        lines += ["| layer | bits | group size | bytes |", "|---|---:|---:|---:|"]
+        lines += ["| layer | bits | group size | bytes |", "|---|---:|---:|---:|"]  # group size: as stored
         lines += [f"| {r['name']} | {r['bits']} | {r['group_size']} | {r['bytes']} |" for r in report["layers"]]
     else:
         lines.append(f"dropped blocks: {report['dropped']}")
@@ -135,14 +135,17 @@ def plots(report: dict[str, Any], folder: Path) -> list[str]:
     fig.savefig(folder / "search_levels.png", dpi=100)
     plt.close(fig)
     written.append("search_levels.png")
-    xkey = "average_bits" if report["kind"] == "bits" else "sparsity"
+    xkey = "sparsity"
+    if report["kind"] == "bits":  # levels costed in bytes (own group sizes): the scales count too
+        xkey = "average_bits_with_scales" if report["grid"].get("costed_in") == "bytes" else "average_bits"
     pts = [p for p in report.get("pareto", []) if xkey in p]
     if pts:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name in sorted({p["profile"] for p in pts}):
             sel = sorted((p[xkey], p["kl"]) for p in pts if p["profile"] == name)
             ax.plot([s for s, _ in sel], [k for _, k in sel], marker="o", label=name)
-        ax.set_xlabel("sparsity (targeted layers)" if xkey == "sparsity" else "average bits per weight")
+        ax.set_xlabel({"sparsity": "sparsity (targeted layers)", "average_bits": "average bits per weight",
+                       "average_bits_with_scales": "average bits per weight, scales included"}[xkey])
         ax.set_ylabel("KL to dense")
         ax.set_yscale("log")
         ax.legend(fontsize=7)

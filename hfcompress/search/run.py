@@ -556,14 +556,14 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
         raise AssertionError("search: the profile's total differs from the budget's")
     widths = plan.width_of(best)
     totals, start_totals = plan.totals(best), plan.totals(plan.space.start)
-    row = {"average_bits": totals["average_bits"], "bytes": totals["bytes"]}
+    row = {k: totals[k] for k in ("average_bits", "bytes", "average_bits_with_scales")}
     start_widths = plan.width_of(plan.space.start)
     uniform = sorted(set(start_widths.values()))
     uniform_start = len(uniform) == 1 or len({(w.bits, w.group == db.plan[n]) for n, w in start_widths.items()}) == 1
     comparison = [{"name": "searched", "kl": state.fitness, **row},
                   {"name": f"start ({'uniform' if uniform_start else 'near-uniform'}, {cfg.database_inputs} inputs)",
                    "kl": state.curve[0]["fitness"],
-                   "average_bits": start_totals["average_bits"], "bytes": start_totals["bytes"]}]
+                   **{k: start_totals[k] for k in ("average_bits", "bytes", "average_bits_with_scales")}}]
     install(best)
     expected = _assembled_weights(cfg, db.linears)
     db.restore_dense()
