@@ -64,13 +64,16 @@ CONFIGS = {
     "gptq-bits-3-groups": {"method": "gptq", "budget": "bits=3", "levels": "2g32,3ch,3,3g64,3g32,4ch,4,4g64",
                            "database_inputs": "sequential"},
     "gptq-size-0.11": {"method": "gptq", "budget": "size=0.11", "levels": "2,3,4,8"},
+    # 4.5 bits between its two neighbours (half the layers at 4 bits, half at 5 to start), sequential database
+    "gptq-bits-4.5-seqdb": {"method": "gptq", "budget": "bits=4.5", "levels": "3,4,5,6,8",
+                            "database_inputs": "sequential"},
 }
 
 #: the plain (sequential) GPTQ run a bit-width search is compared with, same group size (4.5 bits vs
 #: 4-bit, as the issue asks). Plain GPTQ stores 4 or 8 bits only (compressed-tensors pack-quantized),
 #: so at bits=3 the uniform point is the GPTQ stage with every block Linear overridden to 3 bits
 #: (sequential, what the searched recipe runs with all levels at 3).
-UNIFORM_BITS = {"gptq-bits-3.5": 4, "gptq-bits-4.5": 4, "gptq-size-0.11": 4}
+UNIFORM_BITS = {"gptq-bits-3.5": 4, "gptq-bits-4.5": 4, "gptq-bits-4.5-seqdb": 4, "gptq-size-0.11": 4}
 
 
 def _setup(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
@@ -215,18 +218,24 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
 
 
 def recipe_from_row(cfg, row: dict):
-    """The recipe a finished sparsity search writes, rebuilt from its recorded row (per-layer sparsity levels;
-    for ``--reproduce --from-row`` when the search's cache is gone): the same ``plan_sparsity`` zero counts,
-    checked against the row's total, as per-layer overrides of the sequential prune stage."""
+    """The recipe a finished sparsity or block-drop search writes, rebuilt from its recorded row (for
+    ``--reproduce --from-row`` when the search's cache is gone): sparsity, the same ``plan_sparsity`` zero
+    counts, checked against the row's total, as per-layer overrides of the sequential prune stage; drop, the
+    searched blocks."""
     import hfcompress
     from hfcompress.prune.engine import arch_info, target_linears
     from hfcompress.recipes import Recipe
     from hfcompress.search import parse_budget
     from hfcompress.search.run import PRUNE_CONFIGS, plan_sparsity
 
-    if cfg.method not in PRUNE_CONFIGS:
-        raise SystemExit(f"--from-row rebuilds sparsity recipes only, not {cfg.method}")
     budget = parse_budget(cfg.budget)
+    name = f"search-{cfg.method}-{str(budget).replace('=', '-')}"
+    if cfg.method == "drop":  # the searched set of blocks, as the search's recipe lists it
+        from hfcompress.prune.drop import DropBlocksConfig
+
+        return Recipe(name=name, stages=[DropBlocksConfig(blocks=sorted(row["dropped"]["searched"]))])
+    if cfg.method not in PRUNE_CONFIGS:
+        raise SystemExit(f"--from-row rebuilds sparsity and block-drop recipes only, not {cfg.method}")
     lo, hi, step = cfg.grid(budget)
     model = hfcompress.load(str(MODEL), dtype="float32").model
     plan = plan_sparsity(target_linears(model, arch_info(model), None, None), cfg.method, budget, lo, hi, step)
@@ -242,7 +251,7 @@ def recipe_from_row(cfg, row: dict):
         raise SystemExit(f"rebuilt profile has {zeros} zeros, the row {row['budget_check']['zeros']}")
     stage = PRUNE_CONFIGS[cfg.method](sparsity=budget.value, dense_inputs=cfg.finalize == "assembled",
                                       overrides=overrides, calibration=cfg.calibration, batch_size=cfg.batch_size)
-    return Recipe(name=f"search-{cfg.method}-{str(budget).replace('=', '-')}", stages=[stage])
+    return Recipe(name=name, stages=[stage])
 
 
 def run_reproduce(name: str, generations: int, offspring: int, tokens: list[int], survivors: list[int],
@@ -351,7 +360,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reproduce", action="store_true",
                    help="after the search: run its recipe through compress from the YAML file and score it")
     p.add_argument("--from-row", action="store_true",
-                   help="with --reproduce (sparsity searches): rebuild the recipe from the recorded profile in "
+                   help="with --reproduce (sparsity and block-drop searches): rebuild the recipe from the recorded profile in "
                         "search.json instead of resuming the cached search (when the cache is gone)")
     a = p.parse_args(argv)
     if a.reproduce:
@@ -359,7 +368,10 @@ def main(argv: list[str]) -> int:
         rows = {r["name"]: r for r in (json.loads(results.read_text()) if results.exists() else [])}
         if a.name not in rows:
             raise SystemExit(f"{a.name}: no search row in {results}; run the search first")
-        rows[a.name].update(run_reproduce(a.name, a.generations, a.offspring, a.tokens, a.survivors, a.levels,
+        # resume the cached search at the generation the row reached (a time-limited run stopped early:
+        # asking for more would evolve further instead of reproducing)
+        rows[a.name].update(run_reproduce(a.name, rows[a.name]["generations"], a.offspring, a.tokens, a.survivors,
+                                          a.levels,
                                           a.start, a.database_inputs,
                                           from_row=rows[a.name] if a.from_row else None))
         rows[a.name]["reproduced_from"] = "the recorded profile (--from-row)" if a.from_row else "the cached search"
