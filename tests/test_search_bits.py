@@ -70,6 +70,14 @@ def opts(data: str, cache, **kw) -> SearchConfig:
     return SearchConfig(**base)
 
 
+def _plain_reload(out) -> dict:
+    """Logits of ``IDS`` from ``out`` reloaded by plain transformers in a fresh process, and whether hfcompress got imported."""
+    proc = subprocess.run([sys.executable, "-c", PLAIN, str(out), json.dumps(IDS)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[6:])
+
+
 def _quantized_bytes(path) -> int:
     with safe_open(str(path), "pt") as f:
         return sum(f.get_tensor(k).nbytes for k in f.keys() if ".layers." in k and k.endswith(("weight_packed", "weight_scale", "weight_zero_point")))
@@ -112,10 +120,7 @@ def test_bits_budget_recipe_and_plain_reload(tiny, cache, tmp_path):
     # plain transformers (compressed-tensors installed, no hfcompress) reloads the in-memory logits
     with torch.no_grad():
         want = res.bundle.model(input_ids=torch.tensor(IDS)).logits.float()
-    proc = subprocess.run([sys.executable, "-c", PLAIN, str(out), json.dumps(IDS)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[6:])
+    got = _plain_reload(out)
     assert got["hfcompress"] is False and torch.equal(torch.tensor(got["logits"]), want)
     # the recipe, run by compress on the source model, gives the same checkpoint bit for bit
     recipe = load_recipe(out / "recipe.yaml")
@@ -166,11 +171,7 @@ def test_group_size_levels_same_bytes_as_uniform_and_plain_reload(tiny, cache, t
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with torch.no_grad():
         want = res.bundle.model(input_ids=torch.tensor(IDS)).logits.float()
-    proc = subprocess.run([sys.executable, "-c", PLAIN, str(out), json.dumps(IDS)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))[6:])
-    assert torch.equal(torch.tensor(got["logits"]), want)
+    assert torch.equal(torch.tensor(_plain_reload(out)["logits"]), want)
 
 
 def test_deterministic_resume_and_size_budget(tiny, cache, tmp_path):
