@@ -18,11 +18,14 @@ in its own process::
     .venv/bin/python benchmarks/search_smollm2.py gptq-size-0.11
     .venv/bin/python benchmarks/search_smollm2.py gptq-bits-3-groups --time-limit 41 --generations 200
                                                     # (bits, group size) levels, same bytes as uniform 3-bit
+    .venv/bin/python benchmarks/search_smollm2.py gptq-bits-4.5-seqdb --time-limit 41 --generations 400
+                                                    # levels 3,4,5,6,8, database on sequential inputs
     .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce   # after the search
     .venv/bin/python benchmarks/search_smollm2.py sparsegpt-60 --reproduce --from-row   # cache gone: the
                                                     # recipe rebuilt from the recorded per-layer levels
 
-``--reproduce`` resumes the finished search from its cache (no new evaluation), writes its recipe to
+``--reproduce`` resumes the finished search from its cache at the generation its row reached (no new
+evaluation), writes its recipe to
 ``benchmarks/results/search-recipes/NAME.yaml``, runs that file through ``hfcompress.compress`` on a
 freshly loaded model, saves and reloads the output, and records its perplexity beside the searched one.
 
@@ -217,6 +220,29 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
     return {"kl": fitness(tokens[-1], b.model), "ppl": _ppl(b.model, b.tokenizer), "zeros": _zeros(b.model)}
 
 
+def _gptq_stage_from_row(cfg, row: dict):
+    """The searched GPTQ stage from a bit-width row's per-layer widths (``3g64``, ``3ch``): the bit width, plus
+    the group size where it is not the one the stage's group plan gives that layer (as the search writes it);
+    the row's average bits are checked."""
+    import hfcompress
+    from hfcompress.formats.compressed_tensors import fit_group
+    from hfcompress.search.database import Width
+    from hfcompress.search.run import _gptq_config  # the stage the search itself writes
+
+    model = hfcompress.load(str(MODEL), dtype="float32").model
+    modules = dict(model.named_modules())
+    overrides, bits, numel = {}, 0, 0
+    for short, text in row["layers"]:
+        n, w = f"model.layers.{short}", Width.parse(text)
+        m = modules[n]
+        planned = fit_group(m.in_features, cfg.gptq_group_size(), n)
+        overrides[n] = w.bits if w.group == planned else {"bits": w.bits, "group_size": w.group or -1}
+        bits, numel = bits + w.bits * m.weight.numel(), numel + m.weight.numel()
+    if abs(bits / numel - row["budget_check"]["average_bits"]) > 1e-9:
+        raise SystemExit(f"rebuilt profile averages {bits / numel} bits, the row {row['budget_check']['average_bits']}")
+    return _gptq_config(cfg, overrides).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
+
+
 def recipe_from_row(cfg, row: dict):
     """The recipe a finished sparsity or block-drop search writes, rebuilt from its recorded row (for
     ``--reproduce --from-row`` when the search's cache is gone): sparsity, the same ``plan_sparsity`` zero
@@ -234,8 +260,10 @@ def recipe_from_row(cfg, row: dict):
         from hfcompress.prune.drop import DropBlocksConfig
 
         return Recipe(name=name, stages=[DropBlocksConfig(blocks=sorted(row["dropped"]["searched"]))])
+    if cfg.method == "gptq":
+        return Recipe(name=name, stages=[_gptq_stage_from_row(cfg, row)])
     if cfg.method not in PRUNE_CONFIGS:
-        raise SystemExit(f"--from-row rebuilds sparsity and block-drop recipes only, not {cfg.method}")
+        raise SystemExit(f"--from-row rebuilds sparsity, bit-width and block-drop recipes, not {cfg.method}")
     lo, hi, step = cfg.grid(budget)
     model = hfcompress.load(str(MODEL), dtype="float32").model
     plan = plan_sparsity(target_linears(model, arch_info(model), None, None), cfg.method, budget, lo, hi, step)
@@ -360,7 +388,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reproduce", action="store_true",
                    help="after the search: run its recipe through compress from the YAML file and score it")
     p.add_argument("--from-row", action="store_true",
-                   help="with --reproduce (sparsity and block-drop searches): rebuild the recipe from the recorded profile in "
+                   help="with --reproduce: rebuild the recipe from the recorded profile in "
                         "search.json instead of resuming the cached search (when the cache is gone)")
     a = p.parse_args(argv)
     if a.reproduce:
