@@ -67,7 +67,7 @@ CONFIGS = {
     "gptq-bits-3-groups": {"method": "gptq", "budget": "bits=3", "levels": "2g32,3ch,3,3g64,3g32,4ch,4,4g64",
                            "database_inputs": "sequential"},
     "gptq-size-0.11": {"method": "gptq", "budget": "size=0.11", "levels": "2,3,4,8"},
-    # 4.5 bits between its two neighbours (half the layers at 4 bits, half at 5 to start), sequential database
+    # 4.5 bits with levels around it (3..6, 8), database on the start's sequential inputs
     "gptq-bits-4.5-seqdb": {"method": "gptq", "budget": "bits=4.5", "levels": "3,4,5,6,8",
                             "database_inputs": "sequential"},
 }
@@ -221,33 +221,28 @@ def run_baseline(name: str, which: str, tokens: list[int]) -> dict:
 
 
 def _gptq_stage_from_row(cfg, row: dict):
-    """The searched GPTQ stage from a bit-width row's per-layer widths (``3g64``, ``3ch``): the bit width, plus
-    the group size where it is not the one the stage's group plan gives that layer (as the search writes it);
-    the row's average bits are checked."""
+    """The searched GPTQ stage from a bit-width row's per-layer widths (``3g64``, ``3ch``), with the overrides
+    the search itself writes (the group size only where it is not the stage's plan); the row's average bits
+    are checked."""
     import hfcompress
-    from hfcompress.formats.compressed_tensors import fit_group
+    from hfcompress.quantize.rtn import prepare
     from hfcompress.search.database import Width
-    from hfcompress.search.run import _gptq_config  # the stage the search itself writes
+    from hfcompress.search.run import _gptq_config, _overrides
 
-    model = hfcompress.load(str(MODEL), dtype="float32").model
-    modules = dict(model.named_modules())
-    overrides, bits, numel = {}, 0, 0
-    for short, text in row["layers"]:
-        n, w = f"model.layers.{short}", Width.parse(text)
-        m = modules[n]
-        planned = fit_group(m.in_features, cfg.gptq_group_size(), n)
-        overrides[n] = w.bits if w.group == planned else {"bits": w.bits, "group_size": w.group or -1}
-        bits, numel = bits + w.bits * m.weight.numel(), numel + m.weight.numel()
-    if abs(bits / numel - row["budget_check"]["average_bits"]) > 1e-9:
-        raise SystemExit(f"rebuilt profile averages {bits / numel} bits, the row {row['budget_check']['average_bits']}")
-    return _gptq_config(cfg, overrides).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
+    chosen, _, plan, _ = prepare(hfcompress.load(str(MODEL), dtype="float32"), _gptq_config(cfg))
+    widths = {f"model.layers.{short}": Width.parse(text) for short, text in row["layers"]}
+    numel = {n: chosen[n].weight.numel() for n in widths}
+    average = sum(w.bits * numel[n] for n, w in widths.items()) / sum(numel.values())
+    if abs(average - row["budget_check"]["average_bits"]) > 1e-9:
+        raise SystemExit(f"rebuilt profile averages {average} bits, the row {row['budget_check']['average_bits']}")
+    return _gptq_config(cfg, _overrides(plan, widths)).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
 
 
 def recipe_from_row(cfg, row: dict):
-    """The recipe a finished sparsity or block-drop search writes, rebuilt from its recorded row (for
-    ``--reproduce --from-row`` when the search's cache is gone): sparsity, the same ``plan_sparsity`` zero
-    counts, checked against the row's total, as per-layer overrides of the sequential prune stage; drop, the
-    searched blocks."""
+    """The recipe a finished search writes, rebuilt from its recorded row (for ``--reproduce --from-row`` when
+    the search's cache is gone): sparsity, the same ``plan_sparsity`` zero counts, checked against the row's
+    total, as per-layer overrides of the sequential prune stage; bits, the GPTQ stage with per-layer widths;
+    drop, the searched blocks."""
     import hfcompress
     from hfcompress.prune.engine import arch_info, target_linears
     from hfcompress.recipes import Recipe
@@ -399,8 +394,7 @@ def main(argv: list[str]) -> int:
         # resume the cached search at the generation the row reached (a time-limited run stopped early:
         # asking for more would evolve further instead of reproducing)
         rows[a.name].update(run_reproduce(a.name, rows[a.name]["generations"], a.offspring, a.tokens, a.survivors,
-                                          a.levels,
-                                          a.start, a.database_inputs,
+                                          a.levels, a.start, a.database_inputs,
                                           from_row=rows[a.name] if a.from_row else None))
         rows[a.name]["reproduced_from"] = "the recorded profile (--from-row)" if a.from_row else "the cached search"
         write_results([rows[n] for n in CONFIGS if n in rows])

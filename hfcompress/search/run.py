@@ -515,9 +515,10 @@ def _gptq_config(cfg: SearchConfig, overrides: dict[str, Any] | None = None) -> 
                       dense_inputs=True, overrides=overrides or {})
 
 
-def _overrides(db: BitsDatabase, widths: dict[str, Width]) -> dict[str, Any]:
-    """The recipe's per-layer overrides: the bit width, plus the group size where it is not the stage's."""
-    return {n: w.bits if w.group == db.plan[n] else {"bits": w.bits, "group_size": w.group or -1}
+def _overrides(plan: dict[str, int | None], widths: dict[str, Width]) -> dict[str, Any]:
+    """The recipe's per-layer overrides: the bit width, plus the group size where it is not the one the stage's
+    group ``plan`` gives the layer."""
+    return {n: w.bits if w.group == plan[n] else {"bits": w.bits, "group_size": w.group or -1}
             for n, w in widths.items()}
 
 
@@ -556,14 +557,15 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
         raise AssertionError("search: the profile's total differs from the budget's")
     widths = plan.width_of(best)
     totals, start_totals = plan.totals(best), plan.totals(plan.space.start)
-    row = {k: totals[k] for k in ("average_bits", "bytes", "average_bits_with_scales")}
+    sizes = ("average_bits", "bytes", "average_bits_with_scales")
+    row = {k: totals[k] for k in sizes}
     start_widths = plan.width_of(plan.space.start)
     uniform = sorted(set(start_widths.values()))
     uniform_start = len(uniform) == 1 or len({(w.bits, w.group == db.plan[n]) for n, w in start_widths.items()}) == 1
     comparison = [{"name": "searched", "kl": state.fitness, **row},
                   {"name": f"start ({'uniform' if uniform_start else 'near-uniform'}, {cfg.database_inputs} inputs)",
                    "kl": state.curve[0]["fitness"],
-                   **{k: start_totals[k] for k in ("average_bits", "bytes", "average_bits_with_scales")}}]
+                   **{k: start_totals[k] for k in sizes}}]
     install(best)
     expected = _assembled_weights(cfg, db.linears)
     db.restore_dense()
@@ -628,7 +630,7 @@ def _search_bits(bundle: ModelBundle, cfg: SearchConfig, budget: Budget, prepare
             ct.attach(bundle, bits_of=chosen_bits, symmetric=True, plan={n: widths[n].group for n in plan.names},
                       params=params, kept=db.kept)
 
-    recipe_cfg = _gptq_config(cfg, _overrides(db, widths)).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
+    recipe_cfg = _gptq_config(cfg, _overrides(db.plan, widths)).model_copy(update={"dense_inputs": cfg.finalize == "assembled"})
     return _assembled_or_sequential(cfg, {"report": report, "state": state, "recipe_cfg": recipe_cfg,
                                           "fitness": fitness, "expected": expected, "db_root": db.root,
                                           "assemble": assemble})
